@@ -34,7 +34,6 @@ func newTestHost(t *testing.T, allowed ...peer.ID) (host.Host, peer.ID) {
 	return h, id
 }
 
-
 func TestExchange_DeliversBetweenClusterPeers(t *testing.T) {
 	ka, _ := GenerateKey()
 	kb, _ := GenerateKey()
@@ -97,4 +96,3 @@ func TestReadMessage_Malformed(t *testing.T) {
 		}
 	}
 }
-
