@@ -6,6 +6,7 @@
 package signing
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -42,6 +43,10 @@ func init() {
 	bls.VerifySignatureOrder(true)
 }
 
+// The BLS library is cgo: a slice of an array field inside a Go struct that holds pointers
+// (most go-eth2-client types) fails cgo's pointer check and panics. Every byte slice handed to it
+// from here is therefore copied first.
+
 // ParsePublicKey deserialises a compressed G1 public key, refusing the point at infinity and points
 // outside the subgroup (the spec's KeyValidate).
 func ParsePublicKey(b []byte) (*bls.PublicKey, error) {
@@ -49,7 +54,7 @@ func ParsePublicKey(b []byte) (*bls.PublicKey, error) {
 		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrBadPublicKey, len(b), PublicKeyLength)
 	}
 	var pk bls.PublicKey
-	if err := pk.Deserialize(b); err != nil {
+	if err := pk.Deserialize(bytes.Clone(b)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadPublicKey, err)
 	}
 	if pk.IsZero() {
@@ -65,7 +70,7 @@ func ParseSignature(b []byte) (*bls.Sign, error) {
 		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrBadSignature, len(b), SignatureLength)
 	}
 	var sig bls.Sign
-	if err := sig.Deserialize(b); err != nil {
+	if err := sig.Deserialize(bytes.Clone(b)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
 	return &sig, nil
@@ -77,7 +82,7 @@ func ParseSecretKey(b []byte) (*bls.SecretKey, error) {
 		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrBadSecretKey, len(b), SecretKeyLength)
 	}
 	var sk bls.SecretKey
-	if err := sk.Deserialize(b); err != nil {
+	if err := sk.Deserialize(bytes.Clone(b)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSecretKey, err)
 	}
 	if sk.IsZero() {
@@ -96,7 +101,7 @@ func Verify(pubkey, root, sig []byte) error {
 	if err != nil {
 		return err
 	}
-	if !s.VerifyByte(pk, root) {
+	if !s.VerifyByte(pk, bytes.Clone(root)) {
 		return ErrVerify
 	}
 	return nil

@@ -1,0 +1,495 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/spf13/cobra"
+
+	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/node"
+	"github.com/dvmesh/dvmesh/test/simbeacon"
+)
+
+// startupGuardRule is the slashing-DB rule of the documented start-up guard: the only refusal
+// run-local tolerates.
+const startupGuardRule = "startup_guard"
+
+type runLocalOpts struct {
+	clusterDir     string
+	slots          uint64
+	slotDuration   time.Duration
+	slotsPerEpoch  uint64
+	kill           string
+	monitoringBase int
+	logLevel       string
+	readyTimeout   time.Duration
+}
+
+func newRunLocalCmd() *cobra.Command {
+	var o runLocalOpts
+	cmd := &cobra.Command{
+		Use:   "run-local",
+		Short: "Run every node of a cluster as its own process against a simulated beacon node, and report",
+		Long: `run-local starts a simulated beacon node on 127.0.0.1 and every node of the cluster as a
+separate 'dvmesh run' process, sets the chain's genesis once all nodes are ready, runs --slots
+slots, and prints what the simulated beacon node judged: correct, wrong and missing duties.
+
+--kill injects a fault: 'leader@S' kills the Raft leader at slot S, 'follower@S' a follower,
+'nodeN@S' node N. Each leader loss may cost at most one slot's duties, a follower loss none.
+It exits non-zero on any invalid signature, any slashing refusal other than the start-up guard,
+or missed duties beyond that budget.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLocal(cmd.Context(), cmd.OutOrStdout(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.clusterDir, "cluster", "./cluster", "cluster directory written by create-cluster")
+	f.Uint64Var(&o.slots, "slots", 64, "slots to run")
+	f.DurationVar(&o.slotDuration, "slot-duration", 2*time.Second, "slot duration of the simulated chain")
+	f.Uint64Var(&o.slotsPerEpoch, "slots-per-epoch", 8, "slots per epoch of the simulated chain")
+	f.StringVar(&o.kill, "kill", "", "fault to inject: leader@SLOT, follower@SLOT or nodeN@SLOT")
+	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3620, "monitoring port of node 1; node i uses base+i-1")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level of the nodes")
+	f.DurationVar(&o.readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every node to be ready")
+	return cmd
+}
+
+// killPlan is a parsed --kill.
+type killPlan struct {
+	target string // "leader", "follower" or "nodeN"
+	slot   phase0.Slot
+}
+
+func parseKill(s string, nodes int) (*killPlan, error) {
+	if s == "" {
+		return nil, nil
+	}
+	target, slotStr, ok := strings.Cut(s, "@")
+	slot, err := strconv.ParseUint(slotStr, 10, 64)
+	if !ok || err != nil {
+		return nil, fmt.Errorf("--kill %q: want leader@SLOT, follower@SLOT or nodeN@SLOT", s)
+	}
+	if target != "leader" && target != "follower" {
+		n, err := strconv.Atoi(strings.TrimPrefix(target, "node"))
+		if !strings.HasPrefix(target, "node") || err != nil || n < 1 || n > nodes {
+			return nil, fmt.Errorf("--kill %q: node must be node1..node%d", s, nodes)
+		}
+	}
+	return &killPlan{target: target, slot: phase0.Slot(slot)}, nil
+}
+
+// localNode is one node process.
+type localNode struct {
+	index      int
+	cmd        *exec.Cmd
+	logPath    string
+	monitoring string
+	done       chan struct{}
+	killed     bool
+	refusals   map[string]float64 // last scraped slashing refusals by rule
+}
+
+func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
+	l, err := lock.Load(filepath.Join(o.clusterDir, node.LockFileName))
+	if err != nil {
+		return fmt.Errorf("%w (create one with: dvmesh create-cluster --out %s)", err, o.clusterDir)
+	}
+	plan, err := parseKill(o.kill, len(l.Operators))
+	if err != nil {
+		return err
+	}
+	if o.slots == 0 || o.slotsPerEpoch == 0 || o.slotDuration < 500*time.Millisecond {
+		return errors.New("need --slots > 0, --slots-per-epoch > 0 and --slot-duration >= 500ms")
+	}
+	sim, beaconURL, stopSim, err := startSim(l, o)
+	if err != nil {
+		return err
+	}
+	defer stopSim()
+
+	runDir := filepath.Join(o.clusterDir, "runs", time.Now().UTC().Format("20060102-150405"))
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	fmt.Fprintf(out, "Simulated beacon node at %s; node logs and data in %s\n", beaconURL, runDir)
+	nodes, err := startNodes(l, o, beaconURL, runDir)
+	defer stopNodes(nodes)
+	if err != nil {
+		return err
+	}
+	if err := waitReady(ctx, nodes, o.readyTimeout); err != nil {
+		return err
+	}
+	// Genesis a little after every node is ready, on a whole second (the API's genesis time is in seconds).
+	genesis := time.Unix(time.Now().Add(2*time.Second).Unix()+1, 0)
+	sim.SetGenesis(genesis)
+	fmt.Fprintf(out, "All %d nodes ready; genesis at %s, %d slots of %s\n", len(nodes), genesis.Format(time.TimeOnly), o.slots, o.slotDuration)
+
+	leaderLosses, err := drive(ctx, out, sim, nodes, genesis, o, plan)
+	if err != nil {
+		return err
+	}
+	scrapeRefusals(nodes)
+	stopNodes(nodes)
+	return report(out, sim.Stats(), nodes, o, leaderLosses)
+}
+
+func startSim(l *lock.Lock, o runLocalOpts) (*simbeacon.Sim, string, func(), error) {
+	var vals []phase0.BLSPubKey
+	for _, v := range l.Validators {
+		b, err := lock.DecodeHex(v.GroupPubkey, 48)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		var pk phase0.BLSPubKey
+		copy(pk[:], b)
+		vals = append(vals, pk)
+	}
+	gfv, err := lock.DecodeHex(l.GenesisForkVersion, 4)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("lock genesis fork version: %w", err)
+	}
+	var version phase0.Version
+	copy(version[:], gfv)
+	sim, err := simbeacon.New(simbeacon.Config{
+		SlotDuration: o.slotDuration, SlotsPerEpoch: o.slotsPerEpoch, Validators: vals, GenesisForkVersion: version,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("simulated beacon node: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("simulated beacon node listener: %w", err)
+	}
+	srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	stop := func() { _ = srv.Close(); sim.Close() }
+	return sim, "http://" + ln.Addr().String(), stop, nil
+}
+
+func startNodes(l *lock.Lock, o runLocalOpts, beaconURL, runDir string) ([]*localNode, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	var nodes []*localNode
+	for i := 1; i <= len(l.Operators); i++ {
+		n := &localNode{
+			index: i, logPath: filepath.Join(runDir, node.NodeDirName(i)+".log"),
+			monitoring: fmt.Sprintf("127.0.0.1:%d", o.monitoringBase+i-1), done: make(chan struct{}),
+		}
+		logFile, err := os.Create(n.logPath)
+		if err != nil {
+			return nodes, fmt.Errorf("node log: %w", err)
+		}
+		n.cmd = exec.Command(exe, "run",
+			"--node-dir", filepath.Join(o.clusterDir, node.NodeDirName(i)),
+			"--data-dir", filepath.Join(runDir, node.NodeDirName(i)),
+			"--beacon-url", beaconURL,
+			"--monitoring-addr", n.monitoring,
+			"--log-level", o.logLevel)
+		n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
+		if err := n.cmd.Start(); err != nil {
+			logFile.Close()
+			return nodes, fmt.Errorf("start node %d: %w", i, err)
+		}
+		go func() { _ = n.cmd.Wait(); logFile.Close(); close(n.done) }()
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// stopNodes asks every live node to stop and kills those that do not within 10 s. Idempotent.
+func stopNodes(nodes []*localNode) {
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+		default:
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, n := range nodes {
+		select {
+		case <-n.done:
+		case <-time.After(10 * time.Second):
+			_ = n.cmd.Process.Kill()
+			<-n.done
+		}
+	}
+}
+
+func getJSON(url string, v any) error {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	if v == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func waitReady(ctx context.Context, nodes []*localNode, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, n := range nodes {
+		for {
+			select {
+			case <-n.done:
+				return fmt.Errorf("node %d exited during start-up (%v); its log %s ends:\n%s", n.index, n.cmd.ProcessState, n.logPath, tail(n.logPath, 15))
+			default:
+			}
+			err := getJSON("http://"+n.monitoring+"/readyz", nil)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("node %d not ready after %s: %v; its log %s ends:\n%s", n.index, timeout, err, n.logPath, tail(n.logPath, 15))
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// drive follows the chain until the last slot has ended, prints a line per epoch, and injects
+// the planned fault. It returns the number of Raft leaders lost.
+func drive(ctx context.Context, out io.Writer, sim *simbeacon.Sim, nodes []*localNode, genesis time.Time, o runLocalOpts, plan *killPlan) (int, error) {
+	end := genesis.Add(time.Duration(o.slots)*o.slotDuration + o.slotDuration/4)
+	leaderLosses := 0
+	lastEpochPrinted := -1
+	for {
+		now := time.Now()
+		if now.After(end) {
+			return leaderLosses, nil
+		}
+		if now.After(genesis) {
+			slot := phase0.Slot(now.Sub(genesis) / o.slotDuration)
+			if plan != nil && slot >= plan.slot {
+				lost, err := kill(out, nodes, plan)
+				if err != nil {
+					return leaderLosses, err
+				}
+				leaderLosses += lost
+				plan = nil
+			}
+			epoch := int(uint64(slot) / o.slotsPerEpoch)
+			if epoch > lastEpochPrinted && slot%phase0.Slot(o.slotsPerEpoch) == 1 && epoch > 0 {
+				printEpoch(out, sim.Stats(), uint64(epoch-1), o.slotsPerEpoch)
+				scrapeRefusals(nodes)
+				lastEpochPrinted = epoch
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return leaderLosses, ctx.Err()
+		case <-time.After(o.slotDuration / 8):
+		}
+	}
+}
+
+// kill carries out plan and returns 1 if the killed node was the Raft leader.
+func kill(out io.Writer, nodes []*localNode, plan *killPlan) (int, error) {
+	var victim *localNode
+	wasLeader := false
+	for _, n := range nodes {
+		var st node.Status
+		if n.killed || getJSON("http://"+n.monitoring+"/status", &st) != nil {
+			continue
+		}
+		isLeader := st.RaftRole == "Leader"
+		switch {
+		case plan.target == "leader" && isLeader,
+			plan.target == "follower" && !isLeader,
+			plan.target == node.NodeDirName(n.index):
+			victim, wasLeader = n, isLeader
+		}
+		if victim != nil {
+			break
+		}
+	}
+	if victim == nil {
+		return 0, fmt.Errorf("--kill %s@%d: no live node matches", plan.target, plan.slot)
+	}
+	if err := victim.cmd.Process.Kill(); err != nil {
+		return 0, fmt.Errorf("kill node %d: %w", victim.index, err)
+	}
+	victim.killed = true
+	role := "follower"
+	if wasLeader {
+		role = "Raft leader"
+	}
+	fmt.Fprintf(out, "Fault injected: killed node %d (%s) at slot %d\n", victim.index, role, plan.slot)
+	if wasLeader {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// scrapeRefusals records each live node's slashing refusals counters.
+func scrapeRefusals(nodes []*localNode) {
+	for _, n := range nodes {
+		if n.killed {
+			continue
+		}
+		c := http.Client{Timeout: time.Second}
+		resp, err := c.Get("http://" + n.monitoring + "/metrics")
+		if err != nil {
+			continue
+		}
+		m := map[string]float64{}
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			line := sc.Text()
+			if !strings.HasPrefix(line, "dvmesh_slashing_refusals_total{") {
+				continue
+			}
+			_, rest, _ := strings.Cut(line, `rule="`)
+			rule, rest, _ := strings.Cut(rest, `"}`)
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err == nil {
+				m[rule] = v
+			}
+		}
+		resp.Body.Close()
+		n.refusals = m
+	}
+}
+
+func printEpoch(out io.Writer, st simbeacon.Stats, epoch, spe uint64) {
+	var c simbeacon.Counts
+	for _, s := range st.Slots {
+		if uint64(s.Slot)/spe == epoch {
+			c.Expected += s.Expected
+			c.Correct += s.Correct
+			c.Wrong += s.Wrong
+			c.Missing += s.Missing
+		}
+	}
+	fmt.Fprintf(out, "epoch %d: %d/%d attestations correct, %d wrong, %d missed\n", epoch, c.Correct, c.Expected, c.Wrong, c.Missing)
+}
+
+func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpts, leaderLosses int) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "epoch\texpected\tcorrect\twrong\tlate\tmissed\t")
+	var maxPerSlot uint64
+	rows := map[uint64]*simbeacon.Counts{}
+	for _, s := range st.Slots {
+		if uint64(s.Slot) >= o.slots {
+			continue
+		}
+		e := uint64(s.Slot) / o.slotsPerEpoch
+		if rows[e] == nil {
+			rows[e] = &simbeacon.Counts{}
+		}
+		r := rows[e]
+		r.Expected += s.Expected
+		r.Correct += s.Correct
+		r.Wrong += s.Wrong
+		r.Late += s.Late
+		r.Missing += s.Missing
+		maxPerSlot = max(maxPerSlot, s.Expected)
+	}
+	var total simbeacon.Counts
+	for e := uint64(0); e*o.slotsPerEpoch < o.slots; e++ {
+		r := rows[e]
+		if r == nil {
+			r = &simbeacon.Counts{}
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t\n", e, r.Expected, r.Correct, r.Wrong, r.Late, r.Missing)
+		total.Expected += r.Expected
+		total.Correct += r.Correct
+		total.Wrong += r.Wrong
+		total.Late += r.Late
+		total.Missing += r.Missing
+	}
+	// Wrong submissions that name no slot of the run count too.
+	total.Wrong = max(total.Wrong, st.Totals.Wrong)
+	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t%d\t%d\t\n", total.Expected, total.Correct, total.Wrong, total.Late, total.Missing)
+	tw.Flush()
+
+	budget := uint64(leaderLosses) * maxPerSlot
+	fmt.Fprintf(out, "missed duties: %d (fault budget: %d = %d leader loss(es) x %d duties per slot)\n", total.Missing, budget, leaderLosses, maxPerSlot)
+	var failures []string
+	for _, n := range nodes {
+		var cpu time.Duration
+		if ps := n.cmd.ProcessState; ps != nil {
+			cpu = ps.UserTime() + ps.SystemTime()
+		}
+		status := "stopped"
+		if n.killed {
+			status = "killed"
+		}
+		var refused []string
+		for rule, v := range n.refusals {
+			refused = append(refused, fmt.Sprintf("%s=%g", rule, v))
+			if rule != startupGuardRule && v > 0 {
+				failures = append(failures, fmt.Sprintf("node %d: slashing protection refused %g signing(s) by rule %s", n.index, v, rule))
+			}
+		}
+		fmt.Fprintf(out, "node %d: %s, CPU %.2fs (%.1f ms per slot), slashing refusals: %s, log %s\n", n.index, status,
+			cpu.Seconds(), float64(cpu.Milliseconds())/float64(o.slots), orNone(refused), n.logPath)
+	}
+	if total.Wrong > 0 {
+		failures = append(failures, fmt.Sprintf("%d invalid submission(s) reached the beacon node", total.Wrong))
+		for _, f := range st.RecentFailures {
+			fmt.Fprintf(out, "  wrong: slot %d validator %d: %s\n", f.Slot, f.ValidatorIndex, f.Reason)
+		}
+	}
+	if total.Missing > budget {
+		failures = append(failures, fmt.Sprintf("%d missed duties exceed the fault budget of %d", total.Missing, budget))
+	}
+	if len(failures) > 0 {
+		return fmt.Errorf("run failed:\n  %s", strings.Join(failures, "\n  "))
+	}
+	fmt.Fprintln(out, "PASS: every duty within the fault budget, no invalid signature, no slashing refusal")
+	return nil
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, " ")
+}
+
+// tail returns the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "    " + strings.Join(lines, "\n    ")
+}

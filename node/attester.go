@@ -1,0 +1,213 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	bitfield "github.com/OffchainLabs/go-bitfield"
+	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
+	"github.com/attestantio/go-eth2-client/spec"
+	"github.com/attestantio/go-eth2-client/spec/electra"
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/dvmesh/dvmesh/consensus"
+	"github.com/dvmesh/dvmesh/p2p"
+	"github.com/dvmesh/dvmesh/signing"
+	"github.com/dvmesh/dvmesh/slashingdb"
+)
+
+const dutyAttester = "attester"
+
+// attesterDuty is one validator's attester duty, as its beacon node assigned it.
+type attesterDuty struct {
+	Pubkey phase0.BLSPubKey
+	*apiv1.AttesterDuty
+}
+
+// attesterRun is what this node decided and validated for one attester duty; it is what a
+// recovered signature is submitted with.
+type attesterRun struct {
+	data    *phase0.AttestationData
+	version spec.DataVersion
+	duties  map[phase0.BLSPubKey]*attesterDuty
+}
+
+// runAttester performs the attester duty of slot for the given validators. ctx carries the
+// duty's deadline (the end of the slot).
+func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*attesterDuty) {
+	chain := n.chain
+	start := chain.SlotStart(slot)
+	key := dutyKey{Slot: slot, Type: dutyAttester}
+	log := n.log.With("slot", slot, "duty", dutyAttester, "validators", len(duties))
+	step := func(name string) {
+		n.metrics.stepSeconds.WithLabelValues(dutyAttester, name).Observe(time.Since(start).Seconds())
+	}
+	fail := func(reason string, err error) {
+		n.metrics.duties.WithLabelValues(dutyAttester, "failed", reason).Add(float64(len(duties)))
+		log.Warn("Attester duty failed", "reason", reason, "err", err)
+	}
+
+	// Attest once the slot's head block is seen, at the latest at one third of the slot.
+	n.heads.Wait(ctx, slot, start.Add(chain.SlotDuration/3))
+	if ctx.Err() != nil {
+		fail("late", ctx.Err())
+		return
+	}
+	data, err := n.beacon.AttestationData(ctx, slot)
+	if err != nil {
+		fail("beacon_error", err)
+		return
+	}
+	step("fetch")
+	value, err := data.MarshalSSZ()
+	if err != nil {
+		fail("internal", fmt.Errorf("encode attestation data: %w", err))
+		return
+	}
+	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyAttester}, value)
+	if err != nil {
+		fail("no_consensus", err)
+		return
+	}
+	step("consensus")
+	decided := new(phase0.AttestationData)
+	if err := decided.UnmarshalSSZ(decidedBytes); err != nil {
+		fail("invalid_decided", fmt.Errorf("%w: %v", ErrInvalidDecided, err))
+		return
+	}
+	justified, err := n.beacon.JustifiedEpoch(ctx)
+	if err != nil {
+		fail("beacon_error", err)
+		return
+	}
+	current, _ := chain.SlotAt(time.Now())
+	if err := validateAttestationData(decided, slot, current, chain.EpochOf(slot), justified); err != nil {
+		fail("invalid_decided", err)
+		return
+	}
+	if err := n.signAttestations(ctx, key, decided, duties, log); err != nil {
+		fail("sign", err)
+		return
+	}
+	step("partials_sent")
+}
+
+// signAttestations checks and records every validator's attestation in the slashing DB in one
+// transaction, and only after it has committed signs the allowed ones with this node's shares
+// and sends the partials to its peers.
+func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.AttestationData, duties []*attesterDuty, log *slog.Logger) error {
+	version, err := n.chain.AttestationVersion(data.Target.Epoch)
+	if err != nil {
+		return err
+	}
+	domain, err := n.chain.Domain(signing.DomainBeaconAttester, data.Target.Epoch)
+	if err != nil {
+		return err
+	}
+	root, err := signing.SigningRoot(data, domain)
+	if err != nil {
+		return err
+	}
+	run := &attesterRun{data: data, version: version, duties: map[phase0.BLSPubKey]*attesterDuty{}}
+	roots := map[phase0.BLSPubKey]phase0.Root{}
+	reqs := make([]slashingdb.AttestationRequest, len(duties))
+	for i, d := range duties {
+		run.duties[d.Pubkey] = d
+		roots[d.Pubkey] = root
+		reqs[i] = slashingdb.AttestationRequest{Pubkey: d.Pubkey, SourceEpoch: data.Source.Epoch, TargetEpoch: data.Target.Epoch, SigningRoot: root}
+	}
+	n.mu.Lock()
+	n.atts[key] = run
+	n.mu.Unlock()
+
+	verdicts, err := n.db.CheckAndRecordAttestations(reqs)
+	if err != nil {
+		return fmt.Errorf("slashing DB: %w", err)
+	}
+	// The DB transaction has committed (fsync included): only now may partials exist.
+	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
+	for i, v := range verdicts {
+		if !v.Allowed {
+			n.metrics.slashingRefusals.WithLabelValues(string(v.Rule)).Inc()
+			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", duties[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
+			continue
+		}
+		sig := n.id.Shares[duties[i].Pubkey].SignByte(root[:]).Serialize()
+		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: duties[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
+	}
+	sigs, errs := n.agg.Expect(key, roots)
+	n.handleFull(key, sigs, errs)
+	if len(msg.Partials) == 0 {
+		return errors.New("slashing protection refused every validator of the duty")
+	}
+	sigs, errs = n.agg.Add(key, n.id.ShareIndex, msg.Partials)
+	n.handleFull(key, sigs, errs)
+	if err := n.ex.Broadcast(ctx, msg); err != nil {
+		// Peers that are down miss our partials; the others can still reach the threshold.
+		log.Debug("Partials not delivered to every peer", "err", err)
+	}
+	return nil
+}
+
+// onPartials handles a partial-signature message from a cluster peer.
+func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
+	idx, ok := n.id.Lock.ShareIndex(from)
+	if !ok {
+		return // the gater admits lock peers only
+	}
+	chain := n.currentChain()
+	if chain == nil || msg.DutyType != dutyAttester {
+		return
+	}
+	cur, started := chain.SlotAt(time.Now())
+	slot := phase0.Slot(msg.Slot)
+	// Only duties of the current or the previous slot are accepted: anything else is stale or
+	// an attempt to fill memory.
+	if !started || slot > cur || slot+1 < cur {
+		n.log.Debug("Partials for a slot outside the window dropped", "peer", idx, "slot", slot, "current", cur)
+		return
+	}
+	key := dutyKey{Slot: slot, Type: msg.DutyType}
+	sigs, errs := n.agg.Add(key, idx, msg.Partials)
+	n.metrics.partials.WithLabelValues("received").Add(float64(len(msg.Partials)))
+	n.handleFull(key, sigs, errs)
+}
+
+// handleFull submits recovered signatures, and logs refused partials.
+func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
+	for _, err := range errs {
+		n.metrics.partials.WithLabelValues("invalid").Inc()
+		n.log.Warn("Partial signature refused", "slot", key.Slot, "duty", key.Type, "err", err)
+	}
+	if len(sigs) == 0 {
+		return
+	}
+	n.mu.Lock()
+	run := n.atts[key]
+	n.mu.Unlock()
+	if run == nil {
+		return
+	}
+	atts := make([]*spec.VersionedAttestation, 0, len(sigs))
+	for _, s := range sigs {
+		d := run.duties[s.Pubkey]
+		aggBits := bitfield.NewBitlist(d.CommitteeLength)
+		aggBits.SetBitAt(d.ValidatorCommitteeIndex, true)
+		committeeBits := bitfield.NewBitvector64()
+		committeeBits.SetBitAt(uint64(d.CommitteeIndex), true)
+		att := &electra.Attestation{AggregationBits: aggBits, Data: run.data, Signature: s.Signature, CommitteeBits: committeeBits}
+		idx := d.ValidatorIndex
+		va := &spec.VersionedAttestation{Version: run.version, ValidatorIndex: &idx}
+		if run.version == spec.DataVersionFulu {
+			va.Fulu = att
+		} else {
+			va.Electra = att
+		}
+		atts = append(atts, va)
+	}
+	n.submit(key, atts)
+}

@@ -1,0 +1,142 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/herumi/bls-eth-go-binary/bls"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/p2p"
+	"github.com/dvmesh/dvmesh/signing"
+)
+
+// CreateOptions describe a cluster to create on one machine (a trusted dealer: the full keys
+// exist in this process for a moment; for keys no machine ever holds, use a DKG).
+type CreateOptions struct {
+	Name               string
+	Nodes, Threshold   int
+	Validators         int
+	OutDir             string
+	ForceThreshold     bool   // accept a threshold below ceil(2n/3) (still above n/2)
+	Host               string // IP the nodes listen on, e.g. 127.0.0.1
+	BasePort           int    // node i (1-based) listens on BasePort+i-1
+	Network            string
+	GenesisForkVersion string // 0x-hex, 4 bytes
+	// FastKeystores encrypts with PBKDF2 instead of scrypt: for throwaway local clusters and tests.
+	FastKeystores bool
+}
+
+// NodeDirName is the folder of the node with share index i inside a cluster directory.
+func NodeDirName(i int) string { return fmt.Sprintf("node%d", i) }
+
+// CreateCluster splits fresh validator keys into shares and writes one folder per node (its
+// keystores and password, its p2p identity and the shared cluster lock). It refuses an
+// existing output directory rather than overwrite keys.
+func CreateCluster(o CreateOptions) (*lock.Lock, error) {
+	if err := signing.CheckThreshold(o.Threshold, o.Nodes, o.ForceThreshold); err != nil {
+		return nil, err
+	}
+	if o.Validators < 1 {
+		return nil, fmt.Errorf("need at least one validator, got %d", o.Validators)
+	}
+	if o.BasePort < 1 || o.BasePort+o.Nodes-1 > 65535 {
+		return nil, fmt.Errorf("base port %d does not leave room for %d nodes", o.BasePort, o.Nodes)
+	}
+	if _, err := lock.DecodeHex(o.GenesisForkVersion, 4); err != nil {
+		return nil, fmt.Errorf("genesis fork version %q: %w", o.GenesisForkVersion, err)
+	}
+	if _, err := os.Stat(o.OutDir); err == nil {
+		return nil, fmt.Errorf("output directory %s already exists: refusing to overwrite key material", o.OutDir)
+	}
+	l := &lock.Lock{Version: lock.Version, Name: o.Name, Network: o.Network, GenesisForkVersion: o.GenesisForkVersion, Threshold: o.Threshold}
+	keys := make([]crypto.PrivKey, o.Nodes)
+	for i := range keys {
+		k, err := p2p.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		id, _ := peer.IDFromPrivateKey(k)
+		keys[i] = k
+		l.Operators = append(l.Operators, lock.Operator{PeerID: id.String(), Address: fmt.Sprintf("/ip4/%s/tcp/%d", o.Host, o.BasePort+i)})
+	}
+	// shares[v][i] is node i's share of validator v.
+	shares := make([][]*bls.SecretKey, o.Validators)
+	for v := range shares {
+		var secret bls.SecretKey
+		secret.SetByCSPRNG()
+		s, err := signing.Split(&secret, o.Threshold, o.Nodes)
+		if err != nil {
+			return nil, err
+		}
+		_ = secret.SetDecString("0") // the whole key is not needed past this point
+		shares[v] = s
+		val := lock.Validator{GroupPubkey: hexKey(s, o.Threshold)}
+		for _, sh := range s {
+			val.PublicShares = append(val.PublicShares, "0x"+hex.EncodeToString(sh.GetPublicKey().Serialize()))
+		}
+		l.Validators = append(l.Validators, val)
+	}
+	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create output directory: %w", err)
+	}
+	if err := l.Save(filepath.Join(o.OutDir, LockFileName)); err != nil {
+		return nil, err
+	}
+	for i := 0; i < o.Nodes; i++ {
+		if err := writeNodeDir(filepath.Join(o.OutDir, NodeDirName(i+1)), l, keys[i], shares, i, o.FastKeystores); err != nil {
+			return nil, fmt.Errorf("node %d: %w", i+1, err)
+		}
+	}
+	return l, nil
+}
+
+// hexKey returns the group key as the public shares interpolate it, so that the lock's group
+// key is derived from the shares actually written.
+func hexKey(shares []*bls.SecretKey, threshold int) string {
+	pubs := map[uint64][]byte{}
+	for i, s := range shares {
+		pubs[uint64(i+1)] = s.GetPublicKey().Serialize()
+	}
+	gk, err := signing.RecoverPublicKey(pubs, threshold)
+	if err != nil {
+		return ""
+	}
+	return "0x" + hex.EncodeToString(gk)
+}
+
+func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.SecretKey, i int, fast bool) error {
+	keysDir := filepath.Join(dir, KeysDirName)
+	if err := os.MkdirAll(keysDir, 0o700); err != nil {
+		return fmt.Errorf("create node directory: %w", err)
+	}
+	if err := l.Save(filepath.Join(dir, LockFileName)); err != nil {
+		return err
+	}
+	if err := p2p.SaveKey(filepath.Join(dir, P2PKeyFileName), key); err != nil {
+		return err
+	}
+	pw := make([]byte, 16)
+	if _, err := rand.Read(pw); err != nil {
+		return fmt.Errorf("password: %w", err)
+	}
+	password := hex.EncodeToString(pw)
+	if err := os.WriteFile(filepath.Join(keysDir, PasswordFile), []byte(password+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write password: %w", err)
+	}
+	for v := range shares {
+		ks, err := signing.EncryptKeystore(shares[v][i], password, fmt.Sprintf("dvmesh %s share %d of validator %s", l.Name, i+1, l.Validators[v].GroupPubkey), fast)
+		if err != nil {
+			return err
+		}
+		if err := signing.WriteKeystoreFile(filepath.Join(keysDir, KeystoreFileName(v)), ks); err != nil {
+			return err
+		}
+	}
+	return nil
+}

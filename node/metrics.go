@@ -1,0 +1,54 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are one node's Prometheus series. Each node has its own registry so that several nodes
+// can run in one process (tests) without sharing counters.
+type metrics struct {
+	reg                *prometheus.Registry
+	duties             *prometheus.CounterVec
+	stepSeconds        *prometheus.HistogramVec
+	slashingRefusals   *prometheus.CounterVec
+	partials           *prometheus.CounterVec
+	submitted          *prometheus.CounterVec
+	raftRole, raftTerm prometheus.Gauge
+	peersConnected     prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		duties: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dvmesh_duties_total", Help: "Duties this node finished, by type, result and failure reason.",
+		}, []string{"type", "result", "reason"}),
+		stepSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "dvmesh_duty_step_seconds", Help: "Time from slot start to the end of each pipeline step.",
+			Buckets: []float64{.05, .1, .2, .3, .5, .75, 1, 1.5, 2, 3, 4, 6, 8, 12},
+		}, []string{"type", "step"}),
+		slashingRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dvmesh_slashing_refusals_total", Help: "Signings the slashing-protection DB refused, by rule.",
+		}, []string{"rule"}),
+		partials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dvmesh_partials_received_total", Help: "Partial signatures received from peers, by verdict.",
+		}, []string{"result"}),
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dvmesh_submissions_total", Help: "Signed messages submitted to the beacon node, by type and result.",
+		}, []string{"type", "result"}),
+		raftRole: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dvmesh_raft_leader", Help: "1 when this node is the Raft leader.",
+		}),
+		raftTerm: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dvmesh_raft_term", Help: "Current Raft term.",
+		}),
+		peersConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dvmesh_peers_connected", Help: "Cluster peers with an open libp2p connection.",
+		}),
+	}
+	m.reg.MustRegister(m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
+		m.raftRole, m.raftTerm, m.peersConnected,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,353 @@
+// Package node runs one dvmesh cluster node: it schedules duties from its beacon node, agrees on
+// each duty's value with its peers (consensus), checks and records it in its slashing-protection
+// DB, signs with its key share, exchanges partial signatures, and submits recovered signatures.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/dvmesh/dvmesh/consensus"
+	"github.com/dvmesh/dvmesh/p2p"
+	"github.com/dvmesh/dvmesh/slashingdb"
+)
+
+// Config is one node's configuration. Paths left empty default to files in NodeDir.
+type Config struct {
+	NodeDir        string // folder written by create-cluster for this node
+	LockFile       string
+	P2PKeyFile     string
+	KeysDir        string
+	DataDir        string // Raft log, slashing DB; locked against a second process
+	BeaconURL      string
+	P2PListen      string // multiaddr; default: this operator's address in the lock
+	MonitoringAddr string // host:port for /metrics, /readyz, /status; empty disables
+	BeaconTimeout  time.Duration
+	Logger         *slog.Logger
+	// Beacon replaces the HTTP beacon client when set (tests, fault injection).
+	Beacon Beacon
+}
+
+func (c *Config) setDefaults() error {
+	if c.LockFile == "" && c.NodeDir != "" {
+		c.LockFile = filepath.Join(c.NodeDir, LockFileName)
+	}
+	if c.P2PKeyFile == "" && c.NodeDir != "" {
+		c.P2PKeyFile = filepath.Join(c.NodeDir, P2PKeyFileName)
+	}
+	if c.KeysDir == "" && c.NodeDir != "" {
+		c.KeysDir = filepath.Join(c.NodeDir, KeysDirName)
+	}
+	if c.DataDir == "" && c.NodeDir != "" {
+		c.DataDir = filepath.Join(c.NodeDir, "data")
+	}
+	if c.BeaconTimeout == 0 {
+		c.BeaconTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	for name, v := range map[string]string{"lock file (--lock-file)": c.LockFile, "p2p key (--p2p-key)": c.P2PKeyFile,
+		"keys directory (--keys-dir)": c.KeysDir, "data directory (--data-dir)": c.DataDir} {
+		if v == "" {
+			return fmt.Errorf("config: %s is not set: give it, or --node-dir", name)
+		}
+	}
+	if c.BeaconURL == "" && c.Beacon == nil {
+		return errors.New("config: no beacon node: set --beacon-url")
+	}
+	return nil
+}
+
+// Node is a running cluster node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	id      *Identity
+	host    host.Host
+	cons    *consensus.Node
+	ex      *p2p.Exchange
+	agg     *aggregator
+	metrics *metrics
+	peers   []peer.ID
+	ready   chan struct{} // closed when the chain and slashing DB are ready
+
+	mu      sync.Mutex
+	beacon  Beacon
+	chain   *Chain
+	db      *slashingdb.DB
+	indices map[phase0.BLSPubKey]phase0.ValidatorIndex
+	duties  map[phase0.Epoch][]*attesterDuty
+	heads   *headTracker
+	atts    map[dutyKey]*attesterRun
+	submitQ chan submission
+}
+
+// Run loads the node's identity, joins the cluster and performs duties until ctx ends. It
+// returns nil after a clean shutdown.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.setDefaults(); err != nil {
+		return err
+	}
+	id, err := LoadIdentity(cfg.LockFile, cfg.P2PKeyFile, cfg.KeysDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	unlock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	n := &Node{
+		cfg: cfg, id: id, metrics: newMetrics(), ready: make(chan struct{}),
+		log:     cfg.Logger.With("node", id.ShareIndex),
+		peers:   id.Lock.PeerIDs(),
+		agg:     newAggregator(id.Lock.Threshold, id),
+		duties:  map[phase0.Epoch][]*attesterDuty{},
+		heads:   newHeadTracker(),
+		atts:    map[dutyKey]*attesterRun{},
+		submitQ: make(chan submission, 64),
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b, slotDuration, err := n.dialBeacon(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if err := n.startNetwork(slotDuration); err != nil {
+		return err
+	}
+	defer n.host.Close()
+	defer func() {
+		if err := n.cons.Shutdown(); err != nil {
+			n.log.Warn("Raft shutdown", "err", err)
+		}
+	}()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	wg.Add(2)
+	go func() { defer wg.Done(); p2p.KeepConnected(ctx, n.host, n.peers, time.Second, n.log) }()
+	go func() { defer wg.Done(); n.observe(ctx) }()
+	if cfg.MonitoringAddr != "" {
+		srv, err := n.serveMonitoring(cfg.MonitoringAddr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	n.log.Info("Node started", "peer", id.PeerID.String(), "share_index", id.ShareIndex,
+		"validators", len(id.Shares), "threshold", id.Lock.Threshold, "operators", len(id.Lock.Operators))
+
+	if err := n.connectChain(ctx, b); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer n.db.Close()
+	close(n.ready)
+	n.schedule(ctx, &wg)
+	n.log.Info("Node stopping")
+	return nil
+}
+
+// startNetwork starts the libp2p host, the Raft group over it and the partial-signature exchange.
+func (n *Node) startNetwork(slotDuration time.Duration) error {
+	me := n.id.Lock.Operators[n.id.ShareIndex-1]
+	listen := n.cfg.P2PListen
+	if listen == "" {
+		listen = me.Address
+	}
+	laddr, err := ma.NewMultiaddr(listen)
+	if err != nil {
+		return fmt.Errorf("config: p2p listen address %q: %w", listen, err)
+	}
+	var peers []p2p.Peer
+	for i, op := range n.id.Lock.Operators {
+		a, _ := ma.NewMultiaddr(op.Address) // validated on load
+		peers = append(peers, p2p.Peer{ID: n.peers[i], Addr: a})
+	}
+	n.host, err = p2p.NewHost(n.id.P2PKey, laddr, peers)
+	if err != nil {
+		return err
+	}
+	trans, err := consensus.NewLibp2pTransport(n.host, 2*time.Second)
+	if err != nil {
+		n.host.Close()
+		return err
+	}
+	var servers []raft.Server
+	for _, p := range n.peers {
+		servers = append(servers, raft.Server{ID: raft.ServerID(p.String()), Address: raft.ServerAddress(p.String())})
+	}
+	n.cons, err = consensus.New(consensus.Config{
+		ID: raft.ServerID(n.id.PeerID.String()), Peers: servers, DataDir: filepath.Join(n.cfg.DataDir, "raft"),
+		Transport: trans, SlotDuration: slotDuration, Logger: n.log.With("component", "raft"),
+	})
+	if err != nil {
+		n.host.Close()
+		return fmt.Errorf("start consensus: %w", err)
+	}
+	n.ex = p2p.NewExchange(n.host, n.peers, 2*time.Second, n.onPartials, n.log.With("component", "parsigex"))
+	return nil
+}
+
+// dialBeacon connects to the beacon node and reads the chain's slot duration, which the spec
+// serves before genesis, so that Raft is scaled to the slot before the chain starts.
+func (n *Node) dialBeacon(ctx context.Context) (Beacon, time.Duration, error) {
+	logged := false
+	for {
+		var (
+			b   = n.cfg.Beacon
+			d   time.Duration
+			err error
+		)
+		if b == nil {
+			b, err = DialBeacon(ctx, n.cfg.BeaconURL, n.cfg.BeaconTimeout)
+		}
+		if err == nil {
+			d, err = b.SlotDuration(ctx)
+		}
+		if err == nil {
+			return b, d, nil
+		}
+		if !logged {
+			n.log.Info("Waiting for the beacon node", "beacon", n.cfg.BeaconURL, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// connectChain waits for the chain's genesis, checks the network, opens the slashing DB bound to
+// the chain and raises its start-up guard, and finds the validators' indices.
+func (n *Node) connectChain(ctx context.Context, b Beacon) error {
+	var chain *Chain
+	logged := false
+	for {
+		var err error
+		if chain, err = b.Chain(ctx); err == nil {
+			break
+		}
+		if !logged {
+			n.log.Info("Waiting for chain genesis", "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if want := n.id.Lock.GenesisForkVersion; want != "" && want != fmt.Sprintf("%#x", chain.GenesisForkVersion[:]) {
+		return fmt.Errorf("beacon node %s is on the network with genesis fork version %#x, the cluster lock's is %s",
+			n.cfg.BeaconURL, chain.GenesisForkVersion[:], want)
+	}
+	db, err := slashingdb.Open(filepath.Join(n.cfg.DataDir, "slashing.db"), chain.GenesisValidatorsRoot)
+	if err != nil {
+		return fmt.Errorf("slashing DB: %w", err)
+	}
+	// Start-up guard: never sign at or below the current slot / current epoch's target, so
+	// history lost with an old or wiped DB cannot turn into a double vote.
+	if cur, started := chain.SlotAt(time.Now()); started {
+		if err := db.RaiseStartupGuard(n.id.Pubkeys(), chain.EpochOf(cur), cur); err != nil {
+			db.Close()
+			return fmt.Errorf("slashing DB start-up guard: %w", err)
+		}
+		n.log.Info("Start-up guard raised: no signing at or below the current slot and epoch", "slot", cur, "epoch", chain.EpochOf(cur))
+	}
+	var indices map[phase0.BLSPubKey]phase0.ValidatorIndex
+	for {
+		indices, err = b.ValidatorIndices(ctx, n.id.Pubkeys())
+		if err == nil {
+			break
+		}
+		n.log.Warn("Validator indices not available yet", "err", err)
+		select {
+		case <-ctx.Done():
+			db.Close()
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	for _, pk := range n.id.Pubkeys() {
+		if _, ok := indices[pk]; !ok {
+			n.log.Warn("Validator unknown to the beacon node; it gets no duties", "pubkey", fmt.Sprintf("%#x", pk))
+		}
+	}
+	n.mu.Lock()
+	n.beacon, n.chain, n.db, n.indices = b, chain, db, indices
+	n.mu.Unlock()
+	n.log.Info("Chain connected", "genesis", chain.GenesisTime.UTC().Format(time.RFC3339),
+		"slot_duration", chain.SlotDuration, "slots_per_epoch", chain.SlotsPerEpoch, "validators_known", len(indices))
+	return nil
+}
+
+// observe refreshes gauges for peers and Raft until ctx ends.
+func (n *Node) observe(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		connected := 0
+		for _, p := range n.peers {
+			if p != n.host.ID() && n.host.Network().Connectedness(p) == network.Connected {
+				connected++
+			}
+		}
+		n.metrics.peersConnected.Set(float64(connected))
+		role, term, _ := n.cons.State()
+		n.metrics.raftTerm.Set(float64(term))
+		if role == raft.Leader.String() {
+			n.metrics.raftRole.Set(1)
+		} else {
+			n.metrics.raftRole.Set(0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// lockDataDir takes an exclusive lock on dir so that a second dvmesh process on the same data
+// (a failover started by mistake) refuses to start instead of signing in parallel.
+func lockDataDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "LOCK")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data directory %s is in use by another dvmesh process (%v): refusing to start a second instance on the same keys", dir, err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}

@@ -1,0 +1,98 @@
+package simbeacon
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+)
+
+func TestStateIDs(t *testing.T) {
+	e := newEnv(t, 4*testSlotsPerEpoch*testSlot+testSlot) // slot 33, epoch 4
+	cases := map[string]phase0.Slot{
+		"head":                            33,
+		"genesis":                         0,
+		"finalized":                       2 * testSlotsPerEpoch,
+		"justified":                       3 * testSlotsPerEpoch,
+		"17":                              17,
+		fmt.Sprintf("%#x", stateRoot(21)): 21,
+		fmt.Sprintf("%#x", stateRoot(33)): 33,
+	}
+	for id, want := range cases {
+		got, err := e.sim.resolveState(id)
+		if err != nil || got != want {
+			t.Errorf("state %s: %d, %v; want %d", id, got, err, want)
+		}
+	}
+	for id, code := range map[string]int{
+		"34":                              http.StatusNotFound,
+		fmt.Sprintf("%#x", stateRoot(34)): http.StatusNotFound,
+		"0x1234":                          http.StatusBadRequest,
+		"latest":                          http.StatusBadRequest,
+	} {
+		if got, body := rawDo(t, "GET", e.srv.URL+"/eth/v1/beacon/states/"+id+"/finality_checkpoints", "", nil); got != code {
+			t.Errorf("state %s: %d %s, want %d", id, got, body, code)
+		}
+	}
+	if _, body := rawDo(t, "GET", e.srv.URL+"/eth/v1/beacon/states/genesis/fork", "", nil); !strings.Contains(body, `"finalized":true`) {
+		t.Errorf("genesis state not finalized at epoch 4: %s", body)
+	}
+}
+
+func TestValidatorStatusFilter(t *testing.T) {
+	e := newEnv(t, 0)
+	for body, n := range map[string]int{
+		`{"ids":["1","2"],"statuses":["active_ongoing"]}`: 2,
+		`{"ids":["1","2"],"statuses":["active"]}`:         2,
+		`{"ids":["1","2"],"statuses":["pending_queued"]}`: 0,
+		`{"statuses":["active"]}`:                         testValidators,
+		``:                                                testValidators,
+	} {
+		code, resp := rawDo(t, "POST", e.srv.URL+"/eth/v1/beacon/states/head/validators", body, nil)
+		if code != 200 || strings.Count(resp, `"status":"active_ongoing"`) != n {
+			t.Errorf("%s: %d, want %d validators: %s", body, code, n, resp)
+		}
+	}
+}
+
+func TestDutyCacheIsBoundedAndStable(t *testing.T) {
+	e := newEnv(t, 0)
+	first := e.sim.dutyOf(0, 5)
+	for epoch := phase0.Epoch(0); epoch < 3*maxCachedEpochs; epoch++ {
+		e.sim.dutyOf(epoch, 1)
+	}
+	if n := len(e.sim.duties); n > maxCachedEpochs {
+		t.Errorf("%d epochs cached, want at most %d", n, maxCachedEpochs)
+	}
+	if again := e.sim.dutyOf(0, 5); again != first {
+		t.Errorf("duty after eviction %+v, was %+v", again, first)
+	}
+	if got := len(e.sim.ForkSchedule()); got != len(forkNames) {
+		t.Errorf("fork schedule has %d forks", got)
+	}
+}
+
+func TestEmitSlotAtEpochStart(t *testing.T) {
+	e := newEnv(t, 0)
+	rec := httptest.NewRecorder()
+	slot := phase0.Slot(2 * testSlotsPerEpoch)
+	if err := e.sim.emitSlot(rec, map[string]bool{"head": true, "block": true, "finalized_checkpoint": true}, slot); err != nil {
+		t.Fatal(err)
+	}
+	out := rec.Body.String()
+	for _, want := range []string{
+		"event: block\ndata: {\"slot\":\"16\"",
+		"event: head\ndata: {\"slot\":\"16\"",
+		`"epoch_transition":true`,
+		fmt.Sprintf(`"current_duty_dependent_root":"%#x"`, blockRoot(slot-1)),
+		"event: finalized_checkpoint\ndata: ",
+		`"epoch":"0"`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("events lack %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,134 @@
+package simbeacon
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/attestantio/go-eth2-client/spec/electra"
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+
+	"github.com/dvmesh/dvmesh/signing"
+)
+
+// handleSubmitAttestations serves POST /eth/v2/beacon/pool/attestations: a JSON array of
+// SingleAttestation with header Eth-Consensus-Version: fulu.
+//
+// Each attestation is judged on its own (see checkAttestation) and counted in the stats. If any
+// fails, the answer is 400 with the spec's indexed failure list (the valid ones still count);
+// otherwise 200 with no body.
+func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
+	now := s.now()
+	var raw []json.RawMessage
+	present, err := decodeBody(r, w, &raw)
+	if err == nil && !present {
+		err = fmt.Errorf("body missing")
+	}
+	if err != nil {
+		reason := fmt.Sprintf("%v: want a JSON array of SingleAttestation", err)
+		s.recordWrong(now, false, 0, 0, reason)
+		writeError(w, http.StatusBadRequest, "%s", reason)
+		return
+	}
+
+	var versionErr string
+	if v := r.Header.Get("Eth-Consensus-Version"); !strings.EqualFold(v, consensusVersion) {
+		versionErr = fmt.Sprintf("Eth-Consensus-Version %q: the chain is at %s", v, consensusVersion)
+	}
+
+	c := s.clock()
+	var failures []indexedFailure
+	for i, m := range raw {
+		var att electra.SingleAttestation
+		if err := json.Unmarshal(m, &att); err != nil {
+			reason := fmt.Sprintf("invalid SingleAttestation: %v", err)
+			s.recordWrong(now, false, 0, 0, reason)
+			failures = append(failures, indexedFailure{Index: i, Message: reason})
+			continue
+		}
+		reason := versionErr
+		if reason == "" {
+			reason = s.checkAttestation(c, &att)
+		}
+		if reason != "" {
+			attributed := c.started && att.Data.Slot <= c.slot
+			s.recordWrong(now, attributed, att.Data.Slot, att.AttesterIndex, reason)
+			failures = append(failures, indexedFailure{Index: i, Message: reason})
+			continue
+		}
+		late := !c.now.Before(s.slotStart(c.genesis, att.Data.Slot+1))
+		s.recordValid(att.Data.Slot, att.AttesterIndex, late)
+	}
+	if len(failures) > 0 {
+		writeJSON(w, http.StatusBadRequest, apiError{
+			Code:     http.StatusBadRequest,
+			Message:  fmt.Sprintf("%d of %d attestations failed validation", len(failures), len(raw)),
+			Failures: failures,
+		})
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// checkAttestation returns why att is refused at time c, or "" if it is valid: the attester must
+// be a known validator with its duty at data.slot in committee 0, the slot must not be in the
+// future, data must equal what the simulator serves for that slot, and the signature must verify
+// under the validator's key over compute_signing_root(data, compute_domain(DOMAIN_BEACON_ATTESTER,
+// fork_version_at(data.target.epoch), genesis_validators_root)).
+func (s *Sim) checkAttestation(c clock, att *electra.SingleAttestation) string {
+	data := att.Data
+	switch {
+	case !c.started:
+		return "the chain has not started"
+	case att.AttesterIndex >= phase0.ValidatorIndex(len(s.cfg.Validators)):
+		return fmt.Sprintf("unknown validator index %d", att.AttesterIndex)
+	case data.Slot > c.slot:
+		return fmt.Sprintf("slot %d is in the future (current slot %d)", data.Slot, c.slot)
+	case att.CommitteeIndex != 0:
+		return fmt.Sprintf("committee index %d: every slot has only committee 0", att.CommitteeIndex)
+	}
+	if d := s.dutyOf(s.epoch(data.Slot), att.AttesterIndex); d.slot != data.Slot {
+		return fmt.Sprintf("validator %d has no attester duty at slot %d (its duty is at slot %d)",
+			att.AttesterIndex, data.Slot, d.slot)
+	}
+	if reason := dataMismatch(data, s.attestationData(data.Slot)); reason != "" {
+		return reason
+	}
+	version, err := signing.ForkVersionAt(s.sched, data.Target.Epoch)
+	if err != nil {
+		return fmt.Sprintf("fork version: %v", err)
+	}
+	domain, err := signing.ComputeDomain(signing.DomainBeaconAttester, version, s.cfg.GenesisValidatorsRoot)
+	if err != nil {
+		return fmt.Sprintf("domain: %v", err)
+	}
+	root, err := signing.SigningRoot(data, domain)
+	if err != nil {
+		return fmt.Sprintf("signing root: %v", err)
+	}
+	// Fresh copies: the BLS library is cgo, and cgo refuses (panics on) a pointer into memory
+	// that holds Go pointers, which a slice of att.Signature would be.
+	pk := bytes.Clone(s.cfg.Validators[att.AttesterIndex][:])
+	sig := bytes.Clone(att.Signature[:])
+	if err := signing.Verify(pk, bytes.Clone(root[:]), sig); err != nil {
+		return fmt.Sprintf("signature of validator %d at slot %d: %v", att.AttesterIndex, data.Slot, err)
+	}
+	return ""
+}
+
+// dataMismatch names the first field in which got differs from want, or returns "".
+func dataMismatch(got, want *phase0.AttestationData) string {
+	switch {
+	case got.Index != want.Index:
+		return fmt.Sprintf("data.index %d, want %d", got.Index, want.Index)
+	case got.BeaconBlockRoot != want.BeaconBlockRoot:
+		return fmt.Sprintf("data.beacon_block_root %#x, want %#x", got.BeaconBlockRoot, want.BeaconBlockRoot)
+	case got.Source.Epoch != want.Source.Epoch || got.Source.Root != want.Source.Root:
+		return fmt.Sprintf("data.source %d/%#x, want %d/%#x", got.Source.Epoch, got.Source.Root, want.Source.Epoch, want.Source.Root)
+	case got.Target.Epoch != want.Target.Epoch || got.Target.Root != want.Target.Root:
+		return fmt.Sprintf("data.target %d/%#x, want %d/%#x", got.Target.Epoch, got.Target.Root, want.Target.Epoch, want.Target.Root)
+	}
+	return ""
+}

@@ -1,0 +1,208 @@
+// Package simbeacon is a simulated beacon node for tests and local clusters: an HTTP server that
+// speaks the subset of the standard Beacon API that dvmesh nodes (through go-eth2-client) use, on a
+// chain with short slots that runs on Fulu from genesis.
+//
+// The chain is synthetic and fully deterministic given its configuration: every slot has a block
+// whose root is sha256("block" || slot), every validator is active with 32 ETH, every validator has
+// exactly one attester duty per epoch in a single committee per slot, and justification and
+// finality trail the head by one and two epochs. What the simulator adds over a mock is judgement:
+// every submitted attestation is checked against the data the simulator serves and its signature is
+// verified against the real signing root, and the outcome is counted per slot as correct, wrong,
+// late or missing (see Stats).
+//
+// The simulator starts no goroutines of its own; event streams run on their request's goroutine and
+// end when the client disconnects or Close is called.
+package simbeacon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+
+	"github.com/dvmesh/dvmesh/signing"
+)
+
+// Version is what GET /eth/v1/node/version reports.
+const Version = "dvmesh-simbeacon/v0.1.0"
+
+// DefaultGenesisForkVersion is the genesis fork version used when Config leaves it zero.
+var DefaultGenesisForkVersion = phase0.Version{0x10, 0x00, 0x00, 0x00}
+
+// Config configures a simulated beacon node.
+type Config struct {
+	// SlotDuration is the length of a slot, e.g. 2s (tests use a few hundred ms). Required.
+	SlotDuration time.Duration
+	// SlotsPerEpoch is the number of slots in an epoch, e.g. 8. Required.
+	SlotsPerEpoch uint64
+	// Validators are the chain's validators: validator index i has public key Validators[i].
+	// All are active from genesis, never exit and hold 32 ETH.
+	Validators []phase0.BLSPubKey
+	// GenesisValidatorsRoot defaults to 32 random bytes when zero.
+	GenesisValidatorsRoot phase0.Root
+	// GenesisForkVersion defaults to DefaultGenesisForkVersion (0x10000000) when zero. The later
+	// forks (altair, bellatrix, capella, deneb, electra, fulu) all activate at epoch 0 and use this
+	// version with the first byte raised by 0x10, 0x20, ... 0x60, so every fork has a distinct
+	// version (0x20000000 ... 0x70000000 by default).
+	GenesisForkVersion phase0.Version
+	// Now is the clock; defaults to time.Now. Slot boundaries, lateness and the timing of events
+	// are computed from it (event streams sleep on real timers for durations computed from Now).
+	Now func() time.Time
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// Sim is a simulated beacon node. Create it with New, serve Handler, and start the chain with
+// SetGenesis. All methods are safe for concurrent use.
+type Sim struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	forks  []forkInfo
+	sched  []signing.Fork
+	spec   map[string]string
+	pubkey map[phase0.BLSPubKey]phase0.ValidatorIndex
+
+	ctx    context.Context // cancelled by Close; ends event streams
+	cancel context.CancelFunc
+
+	mu          sync.Mutex
+	genesis     time.Time
+	genesisSet  bool
+	genesisChan chan struct{} // closed and replaced whenever the genesis changes
+	duties      map[phase0.Epoch]*epochDuties
+	dutyCounts  map[phase0.Epoch][]uint64 // expected attesters per slot of the epoch
+	records     map[phase0.Slot]*slotRecord
+	unattrWrong uint64 // wrong submissions that cannot be attributed to an existing slot
+	failures    []Failure
+}
+
+// New validates cfg, fills in defaults and returns a simulator whose chain has not started yet.
+func New(cfg Config) (*Sim, error) {
+	if cfg.SlotDuration <= 0 {
+		return nil, errors.New("simbeacon: SlotDuration must be positive")
+	}
+	if cfg.SlotsPerEpoch == 0 {
+		return nil, errors.New("simbeacon: SlotsPerEpoch must be positive")
+	}
+	if cfg.GenesisValidatorsRoot == (phase0.Root{}) {
+		if _, err := rand.Read(cfg.GenesisValidatorsRoot[:]); err != nil {
+			return nil, fmt.Errorf("simbeacon: random genesis validators root: %w", err)
+		}
+	}
+	if cfg.GenesisForkVersion == (phase0.Version{}) {
+		cfg.GenesisForkVersion = DefaultGenesisForkVersion
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	cfg.Validators = append([]phase0.BLSPubKey(nil), cfg.Validators...)
+
+	pubkeys := make(map[phase0.BLSPubKey]phase0.ValidatorIndex, len(cfg.Validators))
+	for i, pk := range cfg.Validators {
+		if _, dup := pubkeys[pk]; dup {
+			return nil, fmt.Errorf("simbeacon: validator %d repeats public key %#x", i, pk)
+		}
+		pubkeys[pk] = phase0.ValidatorIndex(i)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sim{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		pubkey:      pubkeys,
+		ctx:         ctx,
+		cancel:      cancel,
+		genesisChan: make(chan struct{}),
+		duties:      make(map[phase0.Epoch]*epochDuties),
+		dutyCounts:  make(map[phase0.Epoch][]uint64),
+		records:     make(map[phase0.Slot]*slotRecord),
+	}
+	s.forks = makeForks(cfg.GenesisForkVersion)
+	for _, f := range s.forks {
+		s.sched = append(s.sched, signing.Fork{Epoch: f.epoch, Version: f.version})
+	}
+	s.spec = s.makeSpec()
+	return s, nil
+}
+
+// SetGenesis starts the chain: slot 0 begins at t truncated to whole seconds (genesis_time in the
+// Beacon API is in seconds, and nodes must agree with the simulator on slot boundaries). t may be
+// in the future; until then the head is slot 0 but no attestation data is served. Before the first call GET
+// /eth/v1/beacon/genesis answers 404, as a beacon node before genesis does. Calling it again moves
+// genesis; that is meant only for setting it before any node has started working.
+func (s *Sim) SetGenesis(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.genesis = t.Truncate(time.Second)
+	s.genesisSet = true
+	close(s.genesisChan)
+	s.genesisChan = make(chan struct{})
+	s.log.Info("genesis set", "time", t)
+}
+
+// Genesis returns the genesis time and whether it has been set.
+func (s *Sim) Genesis() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.genesis, s.genesisSet
+}
+
+// GenesisValidatorsRoot returns the chain's genesis validators root.
+func (s *Sim) GenesisValidatorsRoot() phase0.Root { return s.cfg.GenesisValidatorsRoot }
+
+// ForkSchedule returns the chain's forks in order, all at epoch 0, in the form signing uses.
+func (s *Sim) ForkSchedule() []signing.Fork { return append([]signing.Fork(nil), s.sched...) }
+
+// Close ends all open event streams. Call it before (or register it with) http.Server.Shutdown,
+// which otherwise waits for the streams forever. The other endpoints keep working.
+func (s *Sim) Close() { s.cancel() }
+
+// Handler returns the HTTP handler serving the Beacon API subset and the /dvmesh/sim/ endpoints.
+func (s *Sim) Handler() http.Handler {
+	mux := http.NewServeMux()
+
+	// Node.
+	mux.HandleFunc("GET /eth/v1/node/version", s.handleNodeVersion)
+	mux.HandleFunc("GET /eth/v1/node/syncing", s.handleNodeSyncing)
+	mux.HandleFunc("GET /eth/v1/node/health", s.handleNodeHealth)
+
+	// Config.
+	mux.HandleFunc("GET /eth/v1/config/spec", s.handleSpec)
+	mux.HandleFunc("GET /eth/v1/config/fork_schedule", s.handleForkSchedule)
+	mux.HandleFunc("GET /eth/v1/config/deposit_contract", s.handleDepositContract)
+
+	// Beacon.
+	mux.HandleFunc("GET /eth/v1/beacon/genesis", s.handleGenesis)
+	mux.HandleFunc("GET /eth/v1/beacon/states/{state_id}/fork", s.handleStateFork)
+	mux.HandleFunc("GET /eth/v1/beacon/states/{state_id}/finality_checkpoints", s.handleFinality)
+	mux.HandleFunc("GET /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsGet)
+	mux.HandleFunc("POST /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsPost)
+	mux.HandleFunc("POST /eth/v2/beacon/pool/attestations", s.handleSubmitAttestations)
+
+	// Validator.
+	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
+	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
+
+	// Events.
+	mux.HandleFunc("GET /eth/v1/events", s.handleEvents)
+
+	// Simulator control.
+	mux.HandleFunc("GET /dvmesh/sim/stats", s.handleSimStats)
+	mux.HandleFunc("POST /dvmesh/sim/genesis", s.handleSimGenesis)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "simbeacon does not serve %s %s", r.Method, r.URL.Path)
+	})
+	return mux
+}
