@@ -1,0 +1,306 @@
+// Package test runs whole dvmesh clusters: four nodes in one process, each with its own
+// libp2p host on 127.0.0.1, Raft group member, slashing DB and key shares, against the simulated
+// beacon node, which verifies every submitted signature.
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+
+	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/node"
+	"github.com/dvmesh/dvmesh/slashingdb"
+	"github.com/dvmesh/dvmesh/test/simbeacon"
+)
+
+const (
+	testSlot          = 2 * time.Second
+	testSlotsPerEpoch = 4
+)
+
+// cluster is a test cluster of in-process nodes.
+type cluster struct {
+	t          *testing.T
+	dir        string
+	lock       *lock.Lock
+	sim        *simbeacon.Sim
+	url        string
+	monitoring []string
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	errs       []error
+	mu         sync.Mutex
+}
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var lns []net.Listener
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// newCluster creates a 3-of-4 cluster with the given number of validators and a simulated
+// beacon node (genesis not yet set).
+func newCluster(t *testing.T, validators int) *cluster {
+	t.Helper()
+	dir := t.TempDir()
+	var p2pAddrs []string
+	for _, a := range freeAddrs(t, 4) {
+		host, port, _ := net.SplitHostPort(a)
+		p2pAddrs = append(p2pAddrs, fmt.Sprintf("/ip4/%s/tcp/%s", host, port))
+	}
+	l, err := node.CreateCluster(node.CreateOptions{
+		Name: "test", Nodes: 4, Threshold: 3, Validators: validators, OutDir: filepath.Join(dir, "cluster"),
+		P2PAddrs: p2pAddrs, Network: "simnet", GenesisForkVersion: "0x10000000",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []phase0.BLSPubKey
+	for _, v := range l.Validators {
+		b, _ := lock.DecodeHex(v.GroupPubkey, 48)
+		var pk phase0.BLSPubKey
+		copy(pk[:], b)
+		vals = append(vals, pk)
+	}
+	sim, err := simbeacon.New(simbeacon.Config{SlotDuration: testSlot, SlotsPerEpoch: testSlotsPerEpoch, Validators: vals,
+		GenesisForkVersion: phase0.Version{0x10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(sim.Handler())
+	t.Cleanup(func() { sim.Close(); srv.Close() })
+	return &cluster{t: t, dir: dir, lock: l, sim: sim, url: srv.URL, monitoring: freeAddrs(t, 4)}
+}
+
+func (c *cluster) nodeDir(i int) string {
+	return filepath.Join(c.dir, "cluster", node.NodeDirName(i))
+}
+
+func (c *cluster) dataDir(i int) string { return filepath.Join(c.dir, "data", node.NodeDirName(i)) }
+
+// start runs every node; wrap, if set, wraps each node's beacon client.
+func (c *cluster) start(wrap func(node.Beacon) node.Beacon) {
+	c.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	logOut := io.Discard
+	if testing.Verbose() {
+		logOut = os.Stderr
+	}
+	for i := 1; i <= 4; i++ {
+		cfg := node.Config{
+			NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURL: c.url, MonitoringAddr: c.monitoring[i-1],
+			Logger: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", i),
+		}
+		if wrap != nil {
+			b, err := node.DialBeacon(ctx, c.url, 5*time.Second)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			cfg.Beacon = wrap(b)
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := node.Run(ctx, cfg); err != nil {
+				c.mu.Lock()
+				c.errs = append(c.errs, fmt.Errorf("node %d: %w", i, err))
+				c.mu.Unlock()
+			}
+		}()
+	}
+	c.t.Cleanup(c.stop)
+}
+
+func (c *cluster) stop() {
+	if c.cancel != nil {
+		c.cancel()
+		c.wg.Wait()
+		c.cancel = nil
+	}
+	for _, err := range c.errs {
+		c.t.Errorf("node failed: %v", err)
+	}
+	c.errs = nil
+}
+
+// waitReadyAndStart waits until every node reports ready, then sets genesis shortly after.
+func (c *cluster) waitReadyAndStart() time.Time {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for _, m := range c.monitoring {
+		for {
+			resp, err := http.Get("http://" + m + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node at %s not ready: %v", m, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	genesis := time.Unix(time.Now().Add(time.Second).Unix()+1, 0)
+	c.sim.SetGenesis(genesis)
+	return genesis
+}
+
+// waitSlotsEnded blocks until slot `slots-1` has ended.
+func waitSlotsEnded(genesis time.Time, slots int) {
+	time.Sleep(time.Until(genesis.Add(time.Duration(slots)*testSlot + testSlot/4)))
+}
+
+// epochCounts sums the simulator's verdicts over the slots of epoch.
+func epochCounts(st simbeacon.Stats, epoch uint64) simbeacon.Counts {
+	var c simbeacon.Counts
+	for _, s := range st.Slots {
+		if uint64(s.Slot)/testSlotsPerEpoch == epoch && s.Ended {
+			c.Expected += s.Expected
+			c.Correct += s.Correct
+			c.Wrong += s.Wrong
+			c.Missing += s.Missing
+		}
+	}
+	return c
+}
+
+// TestCluster_EveryDutyLands runs a 3-of-4 cluster for three epochs: every attester duty must
+// reach the simulated beacon node with a valid signature, and nothing wrong may arrive.
+func TestCluster_EveryDutyLands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster for ~25 s")
+	}
+	c := newCluster(t, 4)
+	c.start(nil)
+	genesis := c.waitReadyAndStart()
+	const epochs = 3
+	waitSlotsEnded(genesis, epochs*testSlotsPerEpoch)
+	st := c.sim.Stats()
+	c.stop()
+	if st.Totals.Wrong != 0 {
+		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
+	}
+	for e := uint64(0); e < epochs; e++ {
+		got := epochCounts(st, e)
+		if got.Expected != 4 || got.Correct != 4 {
+			t.Errorf("epoch %d: %d of %d duties correct, %d missing", e, got.Correct, got.Expected, got.Missing)
+		}
+	}
+}
+
+// lyingBeacon returns attestation data with a far-future target in epoch 1 and a source beyond
+// the justified checkpoint in epoch 2: whichever node leads proposes it, and every node must
+// refuse it before its slashing DB sees it.
+type lyingBeacon struct {
+	node.Beacon
+}
+
+func (b lyingBeacon) AttestationData(ctx context.Context, slot phase0.Slot) (*phase0.AttestationData, error) {
+	d, err := b.Beacon.AttestationData(ctx, slot)
+	if err != nil {
+		return nil, err
+	}
+	switch uint64(slot) / testSlotsPerEpoch {
+	case 1:
+		d.Target = &phase0.Checkpoint{Epoch: 1_000_000, Root: d.Target.Root}
+	case 2:
+		d.Source = &phase0.Checkpoint{Epoch: d.Target.Epoch, Root: d.Source.Root}
+	}
+	return d, nil
+}
+
+// TestCluster_InvalidDecidedValueNeverRecorded makes every leader propose bad attestation data in
+// epochs 1 and 2: nothing of it is recorded or signed, and the honest duties of epoch 3 succeed.
+func TestCluster_InvalidDecidedValueNeverRecorded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster for ~30 s")
+	}
+	c := newCluster(t, 4)
+	c.start(func(b node.Beacon) node.Beacon { return lyingBeacon{b} })
+	genesis := c.waitReadyAndStart()
+	waitSlotsEnded(genesis, 4*testSlotsPerEpoch)
+	st := c.sim.Stats()
+	c.stop()
+	if st.Totals.Wrong != 0 {
+		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
+	}
+	for e, wantCorrect := range []uint64{4, 0, 0, 4} {
+		if got := epochCounts(st, uint64(e)); got.Correct != wantCorrect || got.Expected != 4 {
+			t.Errorf("epoch %d: %d of %d correct, want %d", e, got.Correct, got.Expected, wantCorrect)
+		}
+	}
+	// No node recorded the lies: every recorded target is an epoch the run reached, and every
+	// source the justified one (the simulated chain justifies epoch e-1 during epoch e).
+	for i := 1; i <= 4; i++ {
+		for _, a := range exportAttestations(t, filepath.Join(c.dataDir(i), "slashing.db"), c.sim.GenesisValidatorsRoot()) {
+			if a.target > 4 || a.source != max(a.target, 1)-1 {
+				t.Errorf("node %d recorded attestation source %d target %d", i, a.source, a.target)
+			}
+			if a.target == 1 || a.target == 2 {
+				t.Errorf("node %d recorded an attestation for epoch %d, whose decided data was invalid", i, a.target)
+			}
+		}
+	}
+}
+
+type recorded struct{ source, target uint64 }
+
+func exportAttestations(t *testing.T, path string, gvr phase0.Root) []recorded {
+	t.Helper()
+	db, err := slashingdb.Open(path, gvr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(db.ExportInterchange(pw)) }()
+	var doc struct {
+		Data []struct {
+			SignedAttestations []struct {
+				Source string `json:"source_epoch"`
+				Target string `json:"target_epoch"`
+			} `json:"signed_attestations"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(pr).Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	var out []recorded
+	for _, d := range doc.Data {
+		for _, a := range d.SignedAttestations {
+			var r recorded
+			fmt.Sscan(a.Source, &r.source)
+			fmt.Sscan(a.Target, &r.target)
+			out = append(out, r)
+		}
+	}
+	return out
+}
