@@ -28,8 +28,9 @@ type CreateOptions struct {
 	BasePort           int    // node i (1-based) listens on BasePort+i-1
 	Network            string
 	GenesisForkVersion string // 0x-hex, 4 bytes
-	// FastKeystores encrypts with PBKDF2 instead of scrypt: for throwaway local clusters and tests.
-	FastKeystores bool
+	// P2PAddrs, when set, gives each node's libp2p multiaddr (one per node) instead of Host and
+	// BasePort: for clusters spread over machines.
+	P2PAddrs []string
 }
 
 // NodeDirName is the folder of the node with share index i inside a cluster directory.
@@ -45,7 +46,10 @@ func CreateCluster(o CreateOptions) (*lock.Lock, error) {
 	if o.Validators < 1 {
 		return nil, fmt.Errorf("need at least one validator, got %d", o.Validators)
 	}
-	if o.BasePort < 1 || o.BasePort+o.Nodes-1 > 65535 {
+	if len(o.P2PAddrs) != 0 && len(o.P2PAddrs) != o.Nodes {
+		return nil, fmt.Errorf("%d p2p addresses for %d nodes", len(o.P2PAddrs), o.Nodes)
+	}
+	if len(o.P2PAddrs) == 0 && (o.BasePort < 1 || o.BasePort+o.Nodes-1 > 65535) {
 		return nil, fmt.Errorf("base port %d does not leave room for %d nodes", o.BasePort, o.Nodes)
 	}
 	if _, err := lock.DecodeHex(o.GenesisForkVersion, 4); err != nil {
@@ -63,7 +67,11 @@ func CreateCluster(o CreateOptions) (*lock.Lock, error) {
 		}
 		id, _ := peer.IDFromPrivateKey(k)
 		keys[i] = k
-		l.Operators = append(l.Operators, lock.Operator{PeerID: id.String(), Address: fmt.Sprintf("/ip4/%s/tcp/%d", o.Host, o.BasePort+i)})
+		addr := fmt.Sprintf("/ip4/%s/tcp/%d", o.Host, o.BasePort+i)
+		if len(o.P2PAddrs) != 0 {
+			addr = o.P2PAddrs[i]
+		}
+		l.Operators = append(l.Operators, lock.Operator{PeerID: id.String(), Address: addr})
 	}
 	// shares[v][i] is node i's share of validator v.
 	shares := make([][]*bls.SecretKey, o.Validators)
@@ -82,6 +90,13 @@ func CreateCluster(o CreateOptions) (*lock.Lock, error) {
 		}
 		l.Validators = append(l.Validators, val)
 	}
+	// Validate before anything is written: a bad address must not leave half a cluster behind.
+	if h, err := l.ComputeHash(); err == nil {
+		l.Hash = h
+	}
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(o.OutDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
@@ -89,7 +104,7 @@ func CreateCluster(o CreateOptions) (*lock.Lock, error) {
 		return nil, err
 	}
 	for i := 0; i < o.Nodes; i++ {
-		if err := writeNodeDir(filepath.Join(o.OutDir, NodeDirName(i+1)), l, keys[i], shares, i, o.FastKeystores); err != nil {
+		if err := writeNodeDir(filepath.Join(o.OutDir, NodeDirName(i+1)), l, keys[i], shares, i); err != nil {
 			return nil, fmt.Errorf("node %d: %w", i+1, err)
 		}
 	}
@@ -110,7 +125,7 @@ func hexKey(shares []*bls.SecretKey, threshold int) string {
 	return "0x" + hex.EncodeToString(gk)
 }
 
-func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.SecretKey, i int, fast bool) error {
+func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.SecretKey, i int) error {
 	keysDir := filepath.Join(dir, KeysDirName)
 	if err := os.MkdirAll(keysDir, 0o700); err != nil {
 		return fmt.Errorf("create node directory: %w", err)
@@ -130,7 +145,7 @@ func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.
 		return fmt.Errorf("write password: %w", err)
 	}
 	for v := range shares {
-		ks, err := signing.EncryptKeystore(shares[v][i], password, fmt.Sprintf("dvmesh %s share %d of validator %s", l.Name, i+1, l.Validators[v].GroupPubkey), fast)
+		ks, err := signing.EncryptKeystore(shares[v][i], password, fmt.Sprintf("dvmesh %s share %d of validator %s", l.Name, i+1, l.Validators[v].GroupPubkey))
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,159 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestConcurrentProposalsAgree(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for slot := uint64(1); slot <= 5; slot++ {
+		for _, typ := range []string{"attester", "aggregator"} {
+			duty := Duty{Slot: slot, Type: typ}
+			got := c.proposeAll(ctx, duty)
+			if len(got) != 3 {
+				t.Fatalf("%s: %d results", duty, len(got))
+			}
+			want := sameValue(t, duty, got, 3)
+			for i := range c.nodes {
+				if v := c.waitDecided(i, duty); string(v) != string(want) {
+					t.Fatalf("node %d Decided(%s) = %q, want %q", i, duty, v, want)
+				}
+			}
+		}
+	}
+	// A late proposal for a decided duty returns the decided value at once.
+	duty := Duty{Slot: 1, Type: "attester"}
+	want, _ := c.nodes[0].Decided(duty)
+	if v, err := c.nodes[1].Propose(ctx, duty, []byte("late")); err != nil || string(v) != string(want) {
+		t.Fatalf("late Propose = %q, %v; want %q", v, err, want)
+	}
+}
+
+func TestLeaderFailover(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before := Duty{Slot: 10, Type: "attester"}
+	want := sameValue(t, before, c.proposeAll(ctx, before), 3)
+
+	old := c.leader()
+	_, oldTerm, _ := c.nodes[old].State()
+	c.stop(old)
+	now := c.leader()
+	role, term, leader := c.nodes[now].State()
+	if now == old || role != "leader" || term <= oldTerm || leader != c.ids[now] {
+		t.Fatalf("after failover: node %d %s term %d leader %q (old leader %d term %d)", now, role, term, leader, old, oldTerm)
+	}
+
+	after := Duty{Slot: 11, Type: "attester"}
+	got := c.proposeAll(ctx, after)
+	if len(got) != 2 {
+		t.Fatalf("%d results after failover", len(got))
+	}
+	sameValue(t, after, got, 3)
+	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		if v, ok := n.Decided(before); !ok || string(v) != string(want) {
+			t.Fatalf("node %d: %s changed to %q (ok=%v), want %q", i, before, v, ok, want)
+		}
+	}
+}
+
+func TestRestartCatchesUp(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a := Duty{Slot: 1, Type: "attester"}
+	wantA := sameValue(t, a, c.proposeAll(ctx, a), 3)
+
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	c.waitDecided(follower, a)
+	// Snapshot on the follower so its restart exercises Restore, plus log replay.
+	if err := c.nodes[follower].raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	c.stop(follower)
+
+	b := Duty{Slot: 2, Type: "attester"}
+	wantB := sameValue(t, b, c.proposeAll(ctx, b), 3)
+
+	c.start(follower)
+	if v := c.waitDecided(follower, a); string(v) != string(wantA) {
+		t.Fatalf("restarted node: %s = %q, want %q", a, v, wantA)
+	}
+	if v := c.waitDecided(follower, b); string(v) != string(wantB) {
+		t.Fatalf("restarted node: %s = %q, want %q", b, v, wantB)
+	}
+	// It takes part in new duties again.
+	d := Duty{Slot: 3, Type: "attester"}
+	if got := c.proposeAll(ctx, d); len(got) != 3 {
+		t.Fatalf("%d results after restart", len(got))
+	}
+	snaps, err := os.ReadDir(filepath.Join(c.dirs[follower], "snapshots"))
+	if err != nil || len(snaps) == 0 {
+		t.Fatalf("snapshots dir: %v entries, err %v", len(snaps), err)
+	}
+}
+
+func TestProposeHonoursContextAndShutdown(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	// Only a follower proposes: nothing is decided, so ctx must end the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := c.nodes[follower].Propose(ctx, Duty{Slot: 5, Type: "proposer"}, []byte("x"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("follower-only Propose: %v, want deadline exceeded", err)
+	}
+	// Shutdown releases a waiting Propose and is idempotent.
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.nodes[follower].Propose(context.Background(), Duty{Slot: 6, Type: "proposer"}, []byte("x"))
+		errc <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	n := c.nodes[follower]
+	c.stop(follower)
+	if err := <-errc; !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Propose during shutdown: %v, want ErrShutdown", err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	if _, err := n.Propose(context.Background(), Duty{Slot: 7, Type: "proposer"}, nil); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Propose after shutdown: %v, want ErrShutdown", err)
+	}
+	// Invalid proposals are refused up front.
+	if _, err := c.nodes[leader].Propose(context.Background(), Duty{Slot: 1}, nil); err == nil {
+		t.Fatal("Propose with empty duty type succeeded")
+	}
+	big := make([]byte, MaxValueSize+1)
+	if _, err := c.nodes[leader].Propose(context.Background(), Duty{Slot: 1, Type: "a"}, big); err == nil {
+		t.Fatal("Propose with oversized value succeeded")
+	}
+}
+
+func BenchmarkPropose3Nodes(b *testing.B) {
+	c := newCluster(b, 3)
+	c.leader()
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := range b.N {
+		got := c.proposeAll(ctx, Duty{Slot: uint64(i + 1), Type: "attester"})
+		if len(got) != 3 {
+			b.Fatal(fmt.Sprintf("%d results", len(got)))
+		}
+	}
+}

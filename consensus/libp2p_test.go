@@ -1,0 +1,85 @@
+package consensus
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+)
+
+func TestLibp2pCluster(t *testing.T) {
+	const size = 3
+	hosts := make([]host.Host, size)
+	for i := range hosts {
+		h, err := libp2p.New(
+			libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.DisableRelay(),
+		)
+		if err != nil {
+			t.Fatalf("libp2p host: %v", err)
+		}
+		t.Cleanup(func() { _ = h.Close() }) // runs after the nodes' shutdown below
+		hosts[i] = h
+	}
+	var peers []raft.Server
+	for _, h := range hosts {
+		peers = append(peers, raft.Server{ID: raft.ServerID(h.ID().String()), Address: raft.ServerAddress(h.ID().String())})
+		for _, other := range hosts {
+			if other != h {
+				other.Peerstore().AddAddrs(h.ID(), h.Addrs(), peerstore.PermanentAddrTTL)
+			}
+		}
+	}
+	// Connect up front, as the p2p layer does in production, so the first
+	// election is not slowed by handshakes.
+	for i, h := range hosts {
+		for _, other := range hosts[i+1:] {
+			if err := h.Connect(context.Background(), peer.AddrInfo{ID: other.ID(), Addrs: other.Addrs()}); err != nil {
+				t.Fatalf("connect hosts: %v", err)
+			}
+		}
+	}
+	nodes := make([]*Node, size)
+	for i, h := range hosts {
+		tr, err := NewLibp2pTransport(h, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(tr.LocalAddr()); got != h.ID().String() {
+			t.Fatalf("transport address %q, want peer ID %q", got, h.ID())
+		}
+		n, err := New(Config{
+			ID:           raft.ServerID(h.ID().String()),
+			Peers:        peers,
+			DataDir:      t.TempDir(),
+			Transport:    tr,
+			SlotDuration: testSlot,
+			Logger:       testLogger(t).With("node", i),
+		})
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		nodes[i] = n
+		t.Cleanup(func() {
+			if err := n.Shutdown(); err != nil {
+				t.Errorf("shutdown: %v", err)
+			}
+		})
+	}
+	c := &cluster{t: t, nodes: nodes}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for slot := uint64(1); slot <= 3; slot++ {
+		duty := Duty{Slot: slot, Type: "attester"}
+		got := c.proposeAll(ctx, duty)
+		if len(got) != size {
+			t.Fatalf("%s: %d results", duty, len(got))
+		}
+		sameValue(t, duty, got, size)
+	}
+}

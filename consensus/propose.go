@@ -1,0 +1,108 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Propose proposes value for duty and blocks until some value is decided for
+// the duty (possibly another node's) or ctx ends, and returns a copy of the
+// decided value.
+//
+// Only the leader appends entries: while this node is leader it applies
+// value at most once per term (unless the enqueue timed out), and in every
+// role it waits on the state machine for the duty's decided value. A timed
+// out or lost Apply is not a failure: the entry may still commit, and the
+// first committed entry per duty wins. Liveness therefore needs the current
+// leader to propose too. It returns ErrExpired (wrapped) for a duty below the
+// retention window, ErrShutdown after Shutdown, and ctx.Err() on ctx end.
+func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, error) {
+	entry, err := encodeEntry(duty, value)
+	if err != nil {
+		return nil, fmt.Errorf("propose %s: %w", duty, err)
+	}
+	decided := n.fsm.wait(duty)
+	var (
+		appliedTerm uint64      // term of this call's last Apply; 0 = none
+		applyDone   <-chan bool // non-nil while an Apply is being enqueued
+		recheck     = time.NewTimer(n.recheck)
+	)
+	defer recheck.Stop()
+	for {
+		if v, ok, expired := n.fsm.get(duty); ok {
+			return slices.Clone(v), nil
+		} else if expired {
+			return nil, fmt.Errorf("propose %s: %w", duty, ErrExpired)
+		}
+		changed := n.leaderChanged()
+		if applyDone == nil && n.raft.State() == raft.Leader {
+			if term := n.raft.CurrentTerm(); term != appliedTerm {
+				appliedTerm = term
+				if applyDone, err = n.startApply(ctx, entry); err != nil {
+					return nil, fmt.Errorf("propose %s: %w", duty, err)
+				}
+			}
+		}
+		// The timer is only a safety net should an observation be dropped;
+		// decisions and leadership changes wake us immediately.
+		recheck.Reset(n.recheck)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("propose %s: %w", duty, ctx.Err())
+		case <-n.done:
+			return nil, fmt.Errorf("propose %s: %w", duty, ErrShutdown)
+		case <-decided:
+			// Re-arm: normally the duty is now decided or expired and the
+			// loop returns; this only guards against a busy loop.
+			decided = n.fsm.wait(duty)
+		case <-changed:
+		case maybeTimedOut := <-applyDone:
+			applyDone = nil
+			if maybeTimedOut {
+				appliedTerm = 0 // not enqueued: try again if still leader
+			}
+		case <-recheck.C:
+		}
+	}
+}
+
+// startApply enqueues entry in Raft from a goroutine tracked by n.wg. The
+// returned channel yields whether the enqueue may have timed out. The apply
+// future is deliberately not awaited: hashicorp/raft does not always resolve
+// it on shutdown, and the outcome is observed through the FSM instead.
+// Re-applying after a false "timed out" is harmless (first committed wins).
+func (n *Node) startApply(ctx context.Context, entry []byte) (<-chan bool, error) {
+	timeout := n.applyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	timeout = max(timeout, time.Millisecond) // 0 would mean "no timeout"
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrShutdown
+	}
+	done := make(chan bool, 1)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		start := time.Now()
+		n.raft.Apply(entry, timeout)
+		done <- time.Since(start) >= timeout
+	}()
+	return done, nil
+}
+
+// Decided returns a copy of the value decided for duty, if this node's state
+// machine has applied one (and not yet trimmed it).
+func (n *Node) Decided(duty Duty) ([]byte, bool) {
+	v, ok, _ := n.fsm.get(duty)
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(v), true
+}

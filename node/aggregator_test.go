@@ -1,0 +1,102 @@
+package node
+
+import (
+	"testing"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+
+	"github.com/dvmesh/dvmesh/p2p"
+	"github.com/dvmesh/dvmesh/signing"
+)
+
+func loadAll(t *testing.T, validators int) []*Identity {
+	t.Helper()
+	dir, _ := createTestCluster(t, validators)
+	var ids []*Identity
+	for i := 1; i <= 4; i++ {
+		id, err := loadNode(dir, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func partial(id *Identity, pk phase0.BLSPubKey, root phase0.Root) p2p.Partial {
+	return p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: id.Shares[pk].SignByte(root[:]).Serialize()}
+}
+
+func TestAggregator_RecoversFromAnyThreePartials(t *testing.T) {
+	ids := loadAll(t, 1)
+	pk := ids[0].Pubkeys()[0]
+	root := phase0.Root{1, 2, 3}
+	key := dutyKey{Slot: 5, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	// Partials of nodes 2 and 4 arrive before this node knows the duty.
+	for _, i := range []int{1, 3} {
+		sigs, errs := agg.Add(key, uint64(i+1), []p2p.Partial{partial(ids[i], pk, root)})
+		if len(sigs) != 0 || len(errs) != 0 {
+			t.Fatalf("early partial: %v %v", sigs, errs)
+		}
+	}
+	if sigs, errs := agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root}); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("two partials completed a duty: %v %v", sigs, errs)
+	}
+	sigs, errs := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pk, root)})
+	if len(errs) != 0 || len(sigs) != 1 {
+		t.Fatalf("third partial: sigs %v errs %v", sigs, errs)
+	}
+	if err := signing.Verify(pk[:], root[:], sigs[0].Signature[:]); err != nil {
+		t.Fatalf("recovered signature: %v", err)
+	}
+	// A fourth partial does not produce a second submission.
+	if sigs, _ := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pk, root)}); len(sigs) != 0 {
+		t.Fatal("completed twice")
+	}
+}
+
+func TestAggregator_RefusesBadPartials(t *testing.T) {
+	ids := loadAll(t, 1)
+	pk := ids[0].Pubkeys()[0]
+	root := phase0.Root{9}
+	key := dutyKey{Slot: 1, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	good := partial(ids[1], pk, root)
+	otherRoot := partial(ids[1], pk, phase0.Root{8})
+	cases := map[string]struct {
+		from uint64
+		p    p2p.Partial
+	}{
+		"malformed signature":      {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: []byte{1, 2, 3}}},
+		"garbage 96 bytes":         {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: make([]byte, 96)}},
+		"short group key":          {2, p2p.Partial{GroupPubkey: pk[:5], SigningRoot: root[:], Signature: good.Signature}},
+		"unknown validator":        {2, p2p.Partial{GroupPubkey: make([]byte, 48), SigningRoot: root[:], Signature: good.Signature}},
+		"other root":               {2, otherRoot},
+		"signed by another share":  {3, good},
+		"share index outside lock": {9, good},
+		"nil everything":           {2, p2p.Partial{}},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			sigs, errs := agg.Add(key, c.from, []p2p.Partial{c.p})
+			if len(sigs) != 0 || len(errs) != 1 {
+				t.Fatalf("sigs %v errs %v, want one refusal", sigs, errs)
+			}
+		})
+	}
+}
+
+func TestAggregator_EarlyPartialsBounded(t *testing.T) {
+	ids := loadAll(t, 1)
+	agg := newAggregator(3, ids[0])
+	var flood []p2p.Partial
+	for i := 0; i < 100; i++ {
+		flood = append(flood, p2p.Partial{})
+	}
+	_, errs := agg.Add(dutyKey{Slot: 1, Type: dutyAttester}, 2, flood)
+	if len(errs) == 0 {
+		t.Fatal("unbounded early partials accepted")
+	}
+}
