@@ -26,16 +26,9 @@ type Keystore struct {
 	Version     int            `json:"version"`
 }
 
-// EncryptKeystore encrypts sk under password with scrypt (the EIP-2335 default for new keys)
-// or pbkdf2 when light is set (for tests and throwaway local clusters: scrypt costs ~1 s).
-func EncryptKeystore(sk *bls.SecretKey, password, description string, light bool) (*Keystore, error) {
-	var enc *keystorev4.Encryptor
-	if light {
-		enc = keystorev4.New(keystorev4.WithCipher("pbkdf2"))
-	} else {
-		enc = keystorev4.New()
-	}
-	crypto, err := enc.Encrypt(sk.Serialize(), password)
+// EncryptKeystore encrypts sk under password with the EIP-2335 PBKDF2-SHA256 KDF (2^18 rounds).
+func EncryptKeystore(sk *bls.SecretKey, password, description string) (*Keystore, error) {
+	crypto, err := keystorev4.New().Encrypt(sk.Serialize(), password)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt keystore: %w", err)
 	}

@@ -110,7 +110,7 @@ func TestCheckThreshold(t *testing.T) {
 
 func TestKeystore_RoundTripAndWrongPassword(t *testing.T) {
 	sk := newSecret(t)
-	ks, err := EncryptKeystore(sk, "correct horse", "test", true)
+	ks, err := EncryptKeystore(sk, "correct horse", "test")
 	if err != nil {
 		t.Fatal(err)
 	}

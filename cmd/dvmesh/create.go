@@ -46,6 +46,6 @@ The keys exist whole in this process for a moment: use it for test clusters and 
 	f.IntVar(&o.BasePort, "p2p-base-port", 3610, "TCP port of node 1; node i uses base+i-1")
 	f.StringVar(&o.Network, "network", "simnet", "network name recorded in the lock")
 	f.StringVar(&o.GenesisForkVersion, "genesis-fork-version", "0x10000000", "genesis fork version of the network (nodes refuse beacon nodes of another network)")
-	f.BoolVar(&o.FastKeystores, "insecure-fast-keystores", false, "encrypt keystores with PBKDF2 instead of scrypt (throwaway clusters only)")
+	f.StringSliceVar(&o.P2PAddrs, "p2p-addrs", nil, "libp2p multiaddr of each node, comma-separated (overrides --p2p-host and --p2p-base-port)")
 	return cmd
 }

@@ -61,7 +61,7 @@ or missed duties beyond that budget.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.clusterDir, "cluster", "./cluster", "cluster directory written by create-cluster")
+	f.StringVar(&o.clusterDir, "cluster", "./cluster", "cluster directory written by create-cluster (created with 4 nodes, threshold 3, 2 validators if it does not exist)")
 	f.Uint64Var(&o.slots, "slots", 64, "slots to run")
 	f.DurationVar(&o.slotDuration, "slot-duration", 2*time.Second, "slot duration of the simulated chain")
 	f.Uint64Var(&o.slotsPerEpoch, "slots-per-epoch", 8, "slots per epoch of the simulated chain")
@@ -108,6 +108,14 @@ type localNode struct {
 }
 
 func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
+	if _, err := os.Stat(o.clusterDir); errors.Is(err, os.ErrNotExist) {
+		// A fresh machine: make the demo cluster instead of failing.
+		if _, err := node.CreateCluster(node.CreateOptions{Name: "dvmesh-local", Nodes: 4, Threshold: 3, Validators: 2,
+			OutDir: o.clusterDir, Host: "127.0.0.1", BasePort: 3610, Network: "simnet", GenesisForkVersion: "0x10000000"}); err != nil {
+			return fmt.Errorf("create cluster: %w", err)
+		}
+		fmt.Fprintf(out, "No cluster at %s: created one (4 nodes, threshold 3, 2 validators)\n", o.clusterDir)
+	}
 	l, err := lock.Load(filepath.Join(o.clusterDir, node.LockFileName))
 	if err != nil {
 		return fmt.Errorf("%w (create one with: dvmesh create-cluster --out %s)", err, o.clusterDir)
