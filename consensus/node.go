@@ -248,6 +248,9 @@ func (n *Node) leaderChanged() <-chan struct{} {
 
 // State reports this node's Raft role ("follower", "candidate", "leader" or
 // "shutdown"), current term and the leader it knows of ("" if none).
+// RoleLeader is the role State reports for the Raft leader.
+const RoleLeader = "leader"
+
 func (n *Node) State() (role string, term uint64, leader raft.ServerID) {
 	_, leader = n.raft.LeaderWithID()
 	return strings.ToLower(n.raft.State().String()), n.raft.CurrentTerm(), leader

@@ -324,7 +324,7 @@ func (n *Node) observe(ctx context.Context) {
 		n.metrics.peersConnected.Set(float64(connected))
 		role, term, _ := n.cons.State()
 		n.metrics.raftTerm.Set(float64(term))
-		if role == raft.Leader.String() {
+		if role == consensus.RoleLeader {
 			n.metrics.raftRole.Set(1)
 		} else {
 			n.metrics.raftRole.Set(0)

@@ -22,6 +22,7 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/spf13/cobra"
 
+	"github.com/dvmesh/dvmesh/consensus"
 	"github.com/dvmesh/dvmesh/lock"
 	"github.com/dvmesh/dvmesh/node"
 	"github.com/dvmesh/dvmesh/test/simbeacon"
@@ -333,7 +334,7 @@ func kill(out io.Writer, nodes []*localNode, plan *killPlan) (int, error) {
 		if n.killed || getJSON("http://"+n.monitoring+"/status", &st) != nil {
 			continue
 		}
-		isLeader := st.RaftRole == "Leader"
+		isLeader := st.RaftRole == consensus.RoleLeader
 		switch {
 		case plan.target == "leader" && isLeader,
 			plan.target == "follower" && !isLeader,
