@@ -10,10 +10,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	golog "github.com/ipfs/go-log/v2"
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	// go-libp2p-raft logs every stream closed by a stopping peer as an error through the
+	// process-wide go-log; Raft itself reports transport failures through our logger.
+	_ = golog.SetLogLevel("raftlib", "fatal")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{
