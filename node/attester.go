@@ -22,6 +22,9 @@ import (
 
 const dutyAttester = "attester"
 
+// ErrHalted is returned for signing attempts after this node halted.
+var ErrHalted = errors.New("signing halted")
+
 // attesterDuty is one validator's attester duty, as its beacon node assigned it.
 type attesterDuty struct {
 	Pubkey phase0.BLSPubKey
@@ -90,7 +93,11 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 		return
 	}
 	if err := n.signAttestations(ctx, key, decided, duties, log); err != nil {
-		fail("sign", err)
+		reason := "sign"
+		if errors.Is(err, ErrHalted) {
+			reason = "duplicate_instance"
+		}
+		fail(reason, err)
 		return
 	}
 	step("partials_sent")
@@ -124,6 +131,9 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 	n.atts[key] = run
 	n.mu.Unlock()
 
+	if reason := n.haltedReason(); reason != "" {
+		return fmt.Errorf("%w: %s", ErrHalted, reason)
+	}
 	verdicts, err := n.db.CheckAndRecordAttestations(reqs)
 	if err != nil {
 		return fmt.Errorf("slashing DB: %w", err)

@@ -16,6 +16,7 @@ type metrics struct {
 	submitted          *prometheus.CounterVec
 	raftRole, raftTerm prometheus.Gauge
 	peersConnected     prometheus.Gauge
+	halted             prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -46,8 +47,11 @@ func newMetrics() *metrics {
 		peersConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dvmesh_peers_connected", Help: "Cluster peers with an open libp2p connection.",
 		}),
+		halted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dvmesh_signing_halted", Help: "1 when this node stopped signing (its identity runs in two processes).",
+		}),
 	}
-	m.reg.MustRegister(m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
+	m.reg.MustRegister(m.halted, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
 		m.raftRole, m.raftTerm, m.peersConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

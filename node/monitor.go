@@ -22,6 +22,7 @@ type Status struct {
 	PeersConnected int    `json:"peers_connected"`
 	ChainConnected bool   `json:"chain_connected"`
 	Ready          bool   `json:"ready"`
+	Halted         string `json:"halted,omitempty"`
 }
 
 func (n *Node) status() Status {
@@ -41,7 +42,8 @@ func (n *Node) status() Status {
 	default:
 	}
 	// Ready for duties: a Raft leader exists and enough peers are connected to reach the threshold.
-	s.Ready = leader != "" && s.PeersConnected+1 >= n.id.Lock.Threshold
+	s.Halted = n.haltedReason()
+	s.Ready = leader != "" && s.PeersConnected+1 >= n.id.Lock.Threshold && s.Halted == ""
 	return s
 }
 
@@ -57,7 +59,7 @@ func (n *Node) serveMonitoring(addr string) (*http.Server, error) {
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s := n.status(); !s.Ready {
-			http.Error(w, fmt.Sprintf("not ready: raft leader %q, %d peers connected", s.RaftLeader, s.PeersConnected), http.StatusServiceUnavailable)
+			http.Error(w, fmt.Sprintf("not ready: raft leader %q, %d peers connected, halted: %q", s.RaftLeader, s.PeersConnected, s.Halted), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,6 +96,9 @@ type Node struct {
 	heads   *headTracker
 	atts    map[dutyKey]*attesterRun
 	submitQ chan submission
+
+	guard  *p2p.InstanceGuard
+	halted atomic.Pointer[string] // why this node stopped signing, if it did
 }
 
 // Run loads the node's identity, joins the cluster and performs duties until ctx ends. It
@@ -148,9 +152,10 @@ func Run(ctx context.Context, cfg Config) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); p2p.KeepConnected(ctx, n.host, n.peers, time.Second, n.log) }()
 	go func() { defer wg.Done(); n.observe(ctx) }()
+	go func() { defer wg.Done(); n.guard.Run(ctx, 5*time.Second) }()
 	if cfg.MonitoringAddr != "" {
 		srv, err := n.serveMonitoring(cfg.MonitoringAddr)
 		if err != nil {
@@ -158,7 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer srv.Close()
 	}
-	n.log.Info("Node started", "peer", id.PeerID.String(), "share_index", id.ShareIndex,
+	n.log.Info("Node started", "peer", id.PeerID.String(), "share_index", id.ShareIndex, "instance", n.guard.ID(),
 		"validators", len(id.Shares), "threshold", id.Lock.Threshold, "operators", len(id.Lock.Operators))
 
 	if err := n.connectChain(ctx, b); err != nil {
@@ -212,7 +217,34 @@ func (n *Node) startNetwork(slotDuration time.Duration) error {
 		return fmt.Errorf("start consensus: %w", err)
 	}
 	n.ex = p2p.NewExchange(n.host, n.peers, 2*time.Second, n.onPartials, n.log.With("component", "parsigex"))
+	n.guard = p2p.NewInstanceGuard(n.host, 2*time.Second, n.onDuplicate, n.log.With("component", "instance"))
 	return nil
+}
+
+// onDuplicate halts this node for good: another process runs with the same identity (and so the
+// same key shares). Both copies are told and both stop signing and leave Raft; which one should
+// keep running is the operator's call, not a race's.
+func (n *Node) onDuplicate(d p2p.DuplicateNotice) {
+	reason := fmt.Sprintf("another process runs this node's identity %s (instances %v, reported by peer %s): "+
+		"this copy stopped signing and left Raft; stop one copy and restart the other", d.Peer, d.Instances, d.Reporter)
+	if !n.halted.CompareAndSwap(nil, &reason) {
+		return
+	}
+	n.metrics.halted.Set(1)
+	n.log.Error("DUPLICATE INSTANCE: signing halted", "reason", reason, "instance", n.guard.ID())
+	go func() {
+		if err := n.cons.Shutdown(); err != nil {
+			n.log.Warn("Raft shutdown after duplicate detection", "err", err)
+		}
+	}()
+}
+
+// haltedReason returns why signing is halted, or "".
+func (n *Node) haltedReason() string {
+	if r := n.halted.Load(); r != nil {
+		return *r
+	}
+	return ""
 }
 
 // dialBeacon connects to the beacon node and reads the chain's slot duration, which the spec

@@ -304,3 +304,71 @@ func exportAttestations(t *testing.T, path string, gvr phase0.Root) []recorded {
 	}
 	return out
 }
+
+// status reads a node's /status.
+func status(t *testing.T, addr string) (node.Status, error) {
+	t.Helper()
+	var st node.Status
+	resp, err := http.Get("http://" + addr + "/status")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// TestCluster_DuplicateInstanceHalts starts a second copy of node 2 (same identity and key
+// shares, its own data directory and listen address) in a running cluster: both copies must be
+// told and stop signing, and the three other nodes keep every duty going.
+func TestCluster_DuplicateInstanceHalts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster for ~45 s")
+	}
+	c := newCluster(t, 4)
+	c.start(nil)
+	genesis := c.waitReadyAndStart()
+	time.Sleep(time.Until(genesis.Add(2 * testSlot)))
+
+	addrs := freeAddrs(t, 2)
+	dupMonitoring := addrs[1]
+	host, port, _ := net.SplitHostPort(addrs[0])
+	ctx, cancel := context.WithCancel(context.Background())
+	dupDone := make(chan error, 1)
+	go func() {
+		dupDone <- node.Run(ctx, node.Config{
+			NodeDir: c.nodeDir(2), DataDir: filepath.Join(c.dir, "duplicate"), BeaconURL: c.url,
+			P2PListen: fmt.Sprintf("/ip4/%s/tcp/%s", host, port), MonitoringAddr: dupMonitoring,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-dupDone; err != nil {
+			t.Errorf("duplicate node: %v", err)
+		}
+	}()
+
+	haltedBy := genesis.Add(3 * testSlotsPerEpoch * testSlot)
+	for {
+		orig, err1 := status(t, c.monitoring[1])
+		dup, err2 := status(t, dupMonitoring)
+		if err1 == nil && err2 == nil && orig.Halted != "" && dup.Halted != "" {
+			t.Logf("both copies halted: %s", orig.Halted)
+			break
+		}
+		if time.Now().After(haltedBy) {
+			t.Fatalf("duplicate not detected by end of epoch 2: original halted=%q (%v), copy halted=%q (%v)", orig.Halted, err1, dup.Halted, err2)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitSlotsEnded(genesis, 5*testSlotsPerEpoch)
+	st := c.sim.Stats()
+	if st.Totals.Wrong != 0 {
+		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
+	}
+	for _, e := range []uint64{3, 4} {
+		if got := epochCounts(st, e); got.Correct != 4 || got.Expected != 4 {
+			t.Errorf("epoch %d after the halt: %d of %d correct", e, got.Correct, got.Expected)
+		}
+	}
+}

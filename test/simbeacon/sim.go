@@ -81,6 +81,8 @@ type Sim struct {
 	records     map[phase0.Slot]*slotRecord
 	unattrWrong uint64 // wrong submissions that cannot be attributed to an existing slot
 	failures    []Failure
+	marked      map[phase0.Epoch]map[phase0.ValidatorIndex]struct{} // MarkLive (see liveness)
+	foreign     map[phase0.ValidatorIndex]phase0.Epoch              // SetForeignSigner on: since epoch
 }
 
 // New validates cfg, fills in defaults and returns a simulator whose chain has not started yet.
@@ -127,6 +129,8 @@ func New(cfg Config) (*Sim, error) {
 		duties:      make(map[phase0.Epoch]*epochDuties),
 		dutyCounts:  make(map[phase0.Epoch][]uint64),
 		records:     make(map[phase0.Slot]*slotRecord),
+		marked:      make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
+		foreign:     make(map[phase0.ValidatorIndex]phase0.Epoch),
 	}
 	s.forks = makeForks(cfg.GenesisForkVersion)
 	for _, f := range s.forks {
@@ -193,6 +197,7 @@ func (s *Sim) Handler() http.Handler {
 	// Validator.
 	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
 	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
+	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.
 	mux.HandleFunc("GET /eth/v1/events", s.handleEvents)
