@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -283,4 +284,14 @@ func closeTransport(t raft.Transport) {
 	if c, ok := t.(raft.WithClose); ok {
 		_ = c.Close()
 	}
+}
+
+// CaughtUp reports whether this node knows a leader and has applied every entry it knows to be
+// committed: only then does its FSM reflect what the cluster decided.
+func (n *Node) CaughtUp() bool {
+	if _, leader := n.raft.LeaderWithID(); leader == "" {
+		return false
+	}
+	commit, err := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+	return err == nil && n.raft.AppliedIndex() >= commit
 }

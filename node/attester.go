@@ -22,8 +22,13 @@ import (
 
 const dutyAttester = "attester"
 
-// ErrHalted is returned for signing attempts after this node halted.
-var ErrHalted = errors.New("signing halted")
+// Reasons a node does not sign.
+var (
+	// ErrHalted is returned for signing attempts after this node halted.
+	ErrHalted = errors.New("signing halted")
+	// ErrBlocked is returned when the doppelganger check blocks every validator of a duty.
+	ErrBlocked = errors.New("no validator of the duty may be signed for (doppelganger check)")
+)
 
 // attesterDuty is one validator's attester duty, as its beacon node assigned it.
 type attesterDuty struct {
@@ -94,8 +99,11 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 	}
 	if err := n.signAttestations(ctx, key, decided, duties, log); err != nil {
 		reason := "sign"
-		if errors.Is(err, ErrHalted) {
+		switch {
+		case errors.Is(err, ErrHalted):
 			reason = "duplicate_instance"
+		case errors.Is(err, ErrBlocked):
+			reason = "doppelganger"
 		}
 		fail(reason, err)
 		return
@@ -121,11 +129,19 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 	}
 	run := &attesterRun{data: data, version: version, duties: map[phase0.BLSPubKey]*attesterDuty{}}
 	roots := map[phase0.BLSPubKey]phase0.Root{}
-	reqs := make([]slashingdb.AttestationRequest, len(duties))
-	for i, d := range duties {
+	var (
+		reqs    []slashingdb.AttestationRequest
+		signers []*attesterDuty // the duties this node may sign, in reqs order
+	)
+	for _, d := range duties {
 		run.duties[d.Pubkey] = d
 		roots[d.Pubkey] = root
-		reqs[i] = slashingdb.AttestationRequest{Pubkey: d.Pubkey, SourceEpoch: data.Source.Epoch, TargetEpoch: data.Target.Epoch, SigningRoot: root}
+		if reason := n.gate.Blocked(d.Pubkey); reason != "" {
+			log.Warn("Not signing", "pubkey", fmt.Sprintf("%#x", d.Pubkey), "reason", reason)
+			continue
+		}
+		signers = append(signers, d)
+		reqs = append(reqs, slashingdb.AttestationRequest{Pubkey: d.Pubkey, SourceEpoch: data.Source.Epoch, TargetEpoch: data.Target.Epoch, SigningRoot: root})
 	}
 	n.mu.Lock()
 	n.atts[key] = run
@@ -133,6 +149,11 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 
 	if reason := n.haltedReason(); reason != "" {
 		return fmt.Errorf("%w: %s", ErrHalted, reason)
+	}
+	sigs, errs := n.agg.Expect(key, roots)
+	n.handleFull(key, sigs, errs)
+	if len(reqs) == 0 {
+		return ErrBlocked
 	}
 	verdicts, err := n.db.CheckAndRecordAttestations(reqs)
 	if err != nil {
@@ -143,17 +164,16 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 	for i, v := range verdicts {
 		if !v.Allowed {
 			n.metrics.slashingRefusals.WithLabelValues(string(v.Rule)).Inc()
-			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", duties[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
+			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", signers[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
 			continue
 		}
-		sig := n.id.Shares[duties[i].Pubkey].SignByte(root[:]).Serialize()
-		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: duties[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
+		sig := n.id.Shares[signers[i].Pubkey].SignByte(root[:]).Serialize()
+		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: signers[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
 	}
-	sigs, errs := n.agg.Expect(key, roots)
-	n.handleFull(key, sigs, errs)
 	if len(msg.Partials) == 0 {
 		return errors.New("slashing protection refused every validator of the duty")
 	}
+	n.metrics.partialsSent.Add(float64(len(msg.Partials)))
 	sigs, errs = n.agg.Add(key, n.id.ShareIndex, msg.Partials)
 	n.handleFull(key, sigs, errs)
 	if err := n.ex.Broadcast(ctx, msg); err != nil {

@@ -30,6 +30,10 @@ type Beacon interface {
 	ValidatorIndices(ctx context.Context, pubkeys []phase0.BLSPubKey) (map[phase0.BLSPubKey]phase0.ValidatorIndex, error)
 	AttesterDuties(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) ([]*apiv1.AttesterDuty, error)
 	AttestationData(ctx context.Context, slot phase0.Slot) (*phase0.AttestationData, error)
+	// ValidatorLiveness reports which of the validators were seen live in epoch.
+	ValidatorLiveness(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) (map[phase0.ValidatorIndex]bool, error)
+	// HeadSlot is the slot of the beacon node's head.
+	HeadSlot(ctx context.Context) (phase0.Slot, error)
 	// JustifiedEpoch is the head state's current justified epoch.
 	JustifiedEpoch(ctx context.Context) (phase0.Epoch, error)
 	SubmitAttestations(ctx context.Context, atts []*spec.VersionedAttestation) error
@@ -157,6 +161,31 @@ func (b *httpBeacon) AttestationData(ctx context.Context, slot phase0.Slot) (*ph
 		return nil, fmt.Errorf("attestation data for slot %d: %w", slot, err)
 	}
 	return resp.Data, nil
+}
+
+func (b *httpBeacon) ValidatorLiveness(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) (map[phase0.ValidatorIndex]bool, error) {
+	resp, err := b.svc.(eth2client.ValidatorLivenessProvider).ValidatorLiveness(ctx, &api.ValidatorLivenessOpts{Epoch: epoch, Indices: indices})
+	if err != nil {
+		return nil, fmt.Errorf("validator liveness in epoch %d: %w", epoch, err)
+	}
+	out := make(map[phase0.ValidatorIndex]bool, len(resp.Data))
+	for _, l := range resp.Data {
+		out[l.Index] = l.IsLive
+	}
+	for _, idx := range indices {
+		if _, ok := out[idx]; !ok {
+			return nil, fmt.Errorf("%w: no liveness answer for validator %d", ErrBeacon, idx)
+		}
+	}
+	return out, nil
+}
+
+func (b *httpBeacon) HeadSlot(ctx context.Context) (phase0.Slot, error) {
+	resp, err := b.svc.(eth2client.NodeSyncingProvider).NodeSyncing(ctx, &api.NodeSyncingOpts{})
+	if err != nil {
+		return 0, fmt.Errorf("sync state: %w", err)
+	}
+	return resp.Data.HeadSlot, nil
 }
 
 func (b *httpBeacon) JustifiedEpoch(ctx context.Context) (phase0.Epoch, error) {

@@ -24,6 +24,7 @@ const (
 	P2PKeyFileName  = "p2p-key"
 	KeysDirName     = "validator_keys"
 	PasswordFile    = "password.txt"
+	SlashingDBFile  = "slashing.db" // in the data directory
 	keystorePattern = "keystore-%d.json"
 )
 

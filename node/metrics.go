@@ -13,10 +13,12 @@ type metrics struct {
 	stepSeconds        *prometheus.HistogramVec
 	slashingRefusals   *prometheus.CounterVec
 	partials           *prometheus.CounterVec
+	partialsSent       prometheus.Counter
 	submitted          *prometheus.CounterVec
 	raftRole, raftTerm prometheus.Gauge
 	peersConnected     prometheus.Gauge
 	halted             prometheus.Gauge
+	doppelgangers      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -51,7 +53,13 @@ func newMetrics() *metrics {
 			Name: "dvmesh_signing_halted", Help: "1 when this node stopped signing (its identity runs in two processes).",
 		}),
 	}
-	m.reg.MustRegister(m.halted, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
+	m.doppelgangers = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dvmesh_doppelgangers_detected_total", Help: "Validators refused because the beacon node saw them live while this cluster did not sign.",
+	})
+	m.partialsSent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dvmesh_partials_signed_total", Help: "Partial signatures this node made (after its slashing DB recorded them).",
+	})
+	m.reg.MustRegister(m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
 		m.raftRole, m.raftTerm, m.peersConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -23,6 +23,7 @@ type Status struct {
 	ChainConnected bool   `json:"chain_connected"`
 	Ready          bool   `json:"ready"`
 	Halted         string `json:"halted,omitempty"`
+	Doppelganger   string `json:"doppelganger,omitempty"`
 }
 
 func (n *Node) status() Status {
@@ -43,6 +44,9 @@ func (n *Node) status() Status {
 	}
 	// Ready for duties: a Raft leader exists and enough peers are connected to reach the threshold.
 	s.Halted = n.haltedReason()
+	n.mu.Lock()
+	s.Doppelganger = n.dgState
+	n.mu.Unlock()
 	s.Ready = leader != "" && s.PeersConnected+1 >= n.id.Lock.Threshold && s.Halted == ""
 	return s
 }

@@ -38,7 +38,10 @@ type Config struct {
 	P2PListen      string // multiaddr; default: this operator's address in the lock
 	MonitoringAddr string // host:port for /metrics, /readyz, /status; empty disables
 	BeaconTimeout  time.Duration
-	Logger         *slog.Logger
+	// DoppelgangerEpochs is how many epochs a cold start watches for another signer before
+	// signing; 0 means DefaultDoppelgangerEpochs, negative disables the check.
+	DoppelgangerEpochs int
+	Logger             *slog.Logger
 	// Beacon replaces the HTTP beacon client when set (tests, fault injection).
 	Beacon Beacon
 }
@@ -61,6 +64,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.DoppelgangerEpochs == 0 {
+		c.DoppelgangerEpochs = DefaultDoppelgangerEpochs
 	}
 	for name, v := range map[string]string{"lock file (--lock-file)": c.LockFile, "p2p key (--p2p-key)": c.P2PKeyFile,
 		"keys directory (--keys-dir)": c.KeysDir, "data directory (--data-dir)": c.DataDir} {
@@ -97,6 +103,11 @@ type Node struct {
 	atts    map[dutyKey]*attesterRun
 	submitQ chan submission
 
+	gate          *signGate
+	doppelgangers map[phase0.BLSPubKey]bool
+	fatal         chan error // errors that stop the node
+	dgState       string     // doppelganger decision, for /status
+
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
 }
@@ -114,7 +125,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	unlock, err := lockDataDir(cfg.DataDir)
+	unlock, err := LockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
 	}
@@ -129,6 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 		heads:   newHeadTracker(),
 		atts:    map[dutyKey]*attesterRun{},
 		submitQ: make(chan submission, 64),
+		gate:    newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -174,9 +186,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer n.db.Close()
 	close(n.ready)
-	n.schedule(ctx, &wg)
-	n.log.Info("Node stopping")
-	return nil
+	n.startDoppelganger(ctx, &wg)
+	err = n.schedule(ctx, &wg)
+	n.log.Info("Node stopping", "err", err)
+	return err
 }
 
 // startNetwork starts the libp2p host, the Raft group over it and the partial-signature exchange.
@@ -218,6 +231,7 @@ func (n *Node) startNetwork(slotDuration time.Duration) error {
 	}
 	n.ex = p2p.NewExchange(n.host, n.peers, 2*time.Second, n.onPartials, n.log.With("component", "parsigex"))
 	n.guard = p2p.NewInstanceGuard(n.host, 2*time.Second, n.onDuplicate, n.log.With("component", "instance"))
+	n.serveDoppelganger()
 	return nil
 }
 
@@ -302,9 +316,23 @@ func (n *Node) connectChain(ctx context.Context, b Beacon) error {
 		return fmt.Errorf("beacon node %s is on the network with genesis fork version %#x, the cluster lock's is %s",
 			n.cfg.BeaconURL, chain.GenesisForkVersion[:], want)
 	}
-	db, err := slashingdb.Open(filepath.Join(n.cfg.DataDir, "slashing.db"), chain.GenesisValidatorsRoot)
+	if err := checkClock(ctx, b, chain, time.Now()); err != nil {
+		return err
+	}
+	db, err := slashingdb.Open(filepath.Join(n.cfg.DataDir, SlashingDBFile), chain.GenesisValidatorsRoot)
 	if err != nil {
 		return fmt.Errorf("slashing DB: %w", err)
+	}
+	if _, started := chain.SlotAt(time.Now()); !started {
+		// Before genesis nothing can have been signed: these validators start with an empty history.
+		if err := db.Register(n.id.Pubkeys()); err != nil {
+			db.Close()
+			return fmt.Errorf("slashing DB: %w", err)
+		}
+	} else if unknown := db.Unknown(n.id.Pubkeys()); len(unknown) > 0 {
+		n.log.Error("The slashing DB has never seen these validators: they will not be signed for until the operator runs "+
+			"'dvmesh slashing init' (keys that never signed elsewhere) or imports their history with 'dvmesh slashing import'",
+			"validators", len(unknown), "first", fmt.Sprintf("%#x", unknown[0]))
 	}
 	// Start-up guard: never sign at or below the current slot / current epoch's target, so
 	// history lost with an old or wiped DB cannot turn into a double vote.
@@ -342,6 +370,41 @@ func (n *Node) connectChain(ctx context.Context, b Beacon) error {
 	return nil
 }
 
+// checkClock refuses to run when this machine's clock and the beacon node's head disagree by
+// more than an epoch: one of them is wrong, and signing on a wrong clock either misses every
+// duty or signs for slots that are not current.
+func checkClock(ctx context.Context, b Beacon, chain *Chain, now time.Time) error {
+	cur, started := chain.SlotAt(now)
+	if !started {
+		return nil
+	}
+	head, err := b.HeadSlot(ctx)
+	if err != nil {
+		return fmt.Errorf("clock check: %w", err)
+	}
+	diff := int64(cur) - int64(head)
+	if diff > int64(chain.SlotsPerEpoch) || -diff > int64(chain.SlotsPerEpoch) {
+		return fmt.Errorf("this machine's clock says slot %d but the beacon node's head is slot %d (%d slots apart, more than an epoch): "+
+			"fix the clock (NTP) or wait until the beacon node is synced", cur, head, diff)
+	}
+	return nil
+}
+
+// InitSlashingDB opens (creating if needed) the slashing DB of a node's data directory for the
+// chain with the given genesis validators root and marks the validators as known: the operator
+// states that these keys have never signed elsewhere, or not that this node must care about.
+func InitSlashingDB(dataDir string, gvr phase0.Root, pubkeys []phase0.BLSPubKey) error {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	db, err := slashingdb.Open(filepath.Join(dataDir, SlashingDBFile), gvr)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Register(pubkeys)
+}
+
 // observe refreshes gauges for peers and Raft until ctx ends.
 func (n *Node) observe(ctx context.Context) {
 	t := time.NewTicker(time.Second)
@@ -369,9 +432,9 @@ func (n *Node) observe(ctx context.Context) {
 	}
 }
 
-// lockDataDir takes an exclusive lock on dir so that a second dvmesh process on the same data
+// LockDataDir takes an exclusive lock on dir so that a second dvmesh process on the same data
 // (a failover started by mistake) refuses to start instead of signing in parallel.
-func lockDataDir(dir string) (func(), error) {
+func LockDataDir(dir string) (func(), error) {
 	path := filepath.Join(dir, "LOCK")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 
 // schedule runs the slot loop until ctx ends: at every slot it makes sure the duties of this and
 // the next epoch are known and starts the slot's duties, each in a goroutine owned by wg with
-// the duty's deadline. It blocks.
-func (n *Node) schedule(ctx context.Context, wg *sync.WaitGroup) {
+// the duty's deadline. It blocks until ctx ends (nil) or a fatal error stops the node.
+func (n *Node) schedule(ctx context.Context, wg *sync.WaitGroup) error {
 	chain := n.chain
 	wg.Add(2)
 	go func() { defer wg.Done(); n.followHeads(ctx) }()
@@ -29,7 +29,9 @@ func (n *Node) schedule(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case err := <-n.fatal:
+			return err
 		case <-time.After(time.Until(next)):
 		}
 	}

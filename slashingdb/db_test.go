@@ -2,8 +2,8 @@ package slashingdb
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
-	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,11 +62,15 @@ func TestConcurrentConflictingAttestations(t *testing.T) {
 	}
 }
 
-// TestReopenPersistence: records, watermarks and the guard survive Close/Open.
+// TestReopenPersistence: records, watermarks and registrations survive
+// Close/Open; the start-up guard is in memory and does not.
 func TestReopenPersistence(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "slashing.db")
 	db, err := Open(path, testGVR)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Register([]phase0.BLSPubKey{pk(1), pk(2)}); err != nil {
 		t.Fatal(err)
 	}
 	if v := attest(t, db, att(1, 3, 4, 1))[0]; !v.Allowed {
@@ -96,8 +100,8 @@ func TestReopenPersistence(t *testing.T) {
 	if v := propose(t, db, blk(1, 40, 2))[0]; v.Rule != RuleDoubleBlock {
 		t.Fatalf("conflicting block after reopen: %+v", v)
 	}
-	if v := attest(t, db, att(2, 6, 7, 2))[0]; v.Rule != RuleStartupGuard {
-		t.Fatalf("guarded attestation after reopen: %+v", v)
+	if v := attest(t, db, att(2, 6, 7, 2))[0]; !v.Allowed {
+		t.Fatalf("the start-up guard is in memory: after reopen: %+v", v)
 	}
 	if v := attest(t, db, att(1, 3, 4, 1))[0]; !v.Allowed {
 		t.Fatalf("identical re-sign after reopen: %+v", v)
@@ -254,33 +258,61 @@ func TestInterchangeRoundTrip(t *testing.T) {
 	}
 }
 
-// TestCorruptRecords: undecodable stored data fails the call with ErrCorrupt
-// (and records nothing) instead of panicking or being trusted.
+// TestCorruptRecords: undecodable or slashable stored data fails Open with
+// ErrCorrupt naming the file, instead of panicking or being trusted.
 func TestCorruptRecords(t *testing.T) {
-	db := openTestDB(t, testGVR)
-	attest(t, db, att(1, 1, 2, 1))
-	propose(t, db, blk(1, 5, 1))
-	key := pk(1)
-	if err := db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketValidators).Bucket(key[:])
-		if err := b.Put(recordKey(prefixAtt, 9), []byte{1, 2, 3}); err != nil {
-			return err
-		}
-		return b.Put(recordKey(prefixBlock, 5), []byte{7})
-	}); err != nil {
-		t.Fatal(err)
+	good := func(db *DB) {
+		attest(t, db, att(1, 1, 2, 1))
+		propose(t, db, blk(1, 5, 1))
 	}
-	if _, err := db.CheckAndRecordAttestations([]AttestationRequest{att(1, 2, 3, 1)}); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("attestation over corrupt record: %v", err)
+	seq := func(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+	cases := map[string]func(tx *bolt.Tx) error{
+		"bad op": func(tx *bolt.Tx) error { return tx.Bucket(bucketLog).Put(seq(100), []byte{1, 2, 3}) },
+		"unknown op": func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLog).Put(seq(100), appendFloorOp(nil, 9, 0, 1))
+		},
+		"unregistered number": func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLog).Put(seq(100), appendAttOp(nil, 1<<20, attRec{source: 1, target: 3}))
+		},
+		"short validator": func(tx *bolt.Tx) error { k := pk(1); return tx.Bucket(bucketValidators).Put(k[:], []byte{0}) },
+		"bad log key": func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLog).Put([]byte{1}, appendAttOp(nil, 1, attRec{source: 1, target: 3}))
+		},
+		// The counterexample of the neighbour check, written past the import:
+		// (5,6) and (2,7) stored together must never be trusted.
+		"slashable history": func(tx *bolt.Tx) error {
+			v := appendAttOp(nil, 7, attRec{source: 5, target: 6})
+			return tx.Bucket(bucketLog).Put(seq(100), appendAttOp(v, 7, attRec{source: 2, target: 7}))
+		},
+		"inverted record": func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketLog).Put(seq(100), appendAttOp(nil, 7, attRec{source: 9, target: 8}))
+		},
 	}
-	if _, err := db.CheckAndRecordBlocks([]BlockRequest{blk(1, 5, 1)}); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("block over corrupt record: %v", err)
-	}
-	if err := db.ExportInterchange(io.Discard); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("export of corrupt record: %v", err)
-	}
-	// Another validator is unaffected.
-	if v := attest(t, db, att(2, 2, 3, 1))[0]; !v.Allowed {
-		t.Fatal(v)
+	for name, corrupt := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "slashing.db")
+			db, err := Open(path, testGVR)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Register([]phase0.BLSPubKey{pk(0), pk(1), pk(2), pk(3), pk(4), pk(5), pk(6), pk(7)}); err != nil {
+				t.Fatal(err)
+			}
+			good(db)
+			if err := db.bolt.Update(corrupt); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err = Open(path, testGVR)
+			if err == nil {
+				db.Close()
+				t.Fatal("Open of a corrupt database succeeded")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
+				t.Fatalf("Open: %v", err)
+			}
+		})
 	}
 }

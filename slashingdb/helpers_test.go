@@ -9,8 +9,23 @@ import (
 
 var testGVR = phase0.Root{0x04, 0x70}
 
-// openTestDB opens a fresh database in a temporary directory, closed at cleanup.
+// openTestDB opens a fresh database in a temporary directory, closed at cleanup,
+// with the test keys pk(0) to pk(255) registered.
 func openTestDB(t testing.TB, gvr phase0.Root) *DB {
+	t.Helper()
+	db := openEmptyTestDB(t, gvr)
+	keys := make([]phase0.BLSPubKey, 256)
+	for i := range keys {
+		keys[i] = pk(byte(i))
+	}
+	if err := db.Register(keys); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// openEmptyTestDB opens a fresh database with no key registered.
+func openEmptyTestDB(t testing.TB, gvr phase0.Root) *DB {
 	t.Helper()
 	db, err := Open(filepath.Join(t.TempDir(), "slashing.db"), gvr)
 	if err != nil {

@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
-	bolt "go.etcd.io/bbolt"
 )
 
 // InterchangeVersion is the EIP-3076 interchange format version read and written.
@@ -46,123 +46,68 @@ type interchangeAttestation struct {
 	SigningRoot *string `json:"signing_root,omitempty"`
 }
 
-// ImportInterchange reads an EIP-3076 interchange document (format version "5")
-// and merges all its records into the database in one transaction: either all are
-// imported or, on any error, none. The document's genesis validators root must
-// equal the database's (ErrGenesisMismatch); any malformed content fails with
-// ErrBadInterchange. The input is treated as untrusted.
-//
-// Every record is kept, including slashable ones: records for the same target or
-// slot are merged into one with an unknown root, which refuses every later request
-// for that target or slot. A record without signing_root never matches a request.
-// Imported records also set the low watermarks (lowest source, target and slot)
-// below which nothing is signed afterwards.
-func (db *DB) ImportInterchange(r io.Reader) error {
+// parseInterchange decodes and validates a whole interchange before anything
+// touches the database. It returns the keys in order of first appearance and
+// their merged records.
+func parseInterchange(r io.Reader, want phase0.Root) ([]phase0.BLSPubKey, map[phase0.BLSPubKey]*imported, error) {
 	doc, err := decodeInterchange(r)
 	if err != nil {
-		return fmt.Errorf("slashingdb: import interchange: %w", err)
+		return nil, nil, err
 	}
+	return parseDoc(doc, want)
+}
+
+// parseDoc is parseInterchange for a decoded document.
+func parseDoc(doc *interchangeDoc, want phase0.Root) ([]phase0.BLSPubKey, map[phase0.BLSPubKey]*imported, error) {
 	gvr, err := parseHex32(doc.Metadata.GVR)
 	if err != nil {
-		return fmt.Errorf("slashingdb: import interchange: genesis_validators_root: %w", err)
+		return nil, nil, fmt.Errorf("genesis_validators_root: %w", err)
 	}
-	if gvr != db.gvr {
-		return fmt.Errorf("slashingdb: import interchange: interchange has %#x, database has %#x: %w", gvr[:], db.gvr[:], ErrGenesisMismatch)
+	if gvr != want {
+		return nil, nil, fmt.Errorf("interchange has %#x, database has %#x: %w", gvr[:], want[:], ErrGenesisMismatch)
 	}
-	// Parse everything before touching the database.
-	type parsed struct {
-		pubkey phase0.BLSPubKey
-		blocks []uint64
-		broots []blockRecord
-		atts   [][2]uint64
-		aroots []attRecord
-	}
-	all := make([]parsed, 0, len(doc.Data))
+	var keys []phase0.BLSPubKey
+	data := map[phase0.BLSPubKey]*imported{}
 	for i, d := range doc.Data {
-		var p parsed
-		pk, err := parseHex(d.Pubkey, 48)
+		raw, err := parseHex(d.Pubkey, 48)
 		if err != nil {
-			return fmt.Errorf("slashingdb: import interchange: data[%d].pubkey: %w", i, err)
+			return nil, nil, fmt.Errorf("data[%d].pubkey: %w", i, err)
 		}
-		copy(p.pubkey[:], pk)
+		pk := phase0.BLSPubKey(raw)
+		p := data[pk]
+		if p == nil {
+			p = &imported{}
+			data[pk] = p
+			keys = append(keys, pk)
+		}
 		for j, b := range d.SignedBlocks {
 			slot, err := parseUint(b.Slot)
 			if err != nil {
-				return fmt.Errorf("slashingdb: import interchange: data[%d].signed_blocks[%d].slot: %w", i, j, err)
+				return nil, nil, fmt.Errorf("data[%d].signed_blocks[%d].slot: %w", i, j, err)
 			}
-			rec, err := parseOptionalRoot(b.SigningRoot)
+			root, known, err := parseOptionalRoot(b.SigningRoot)
 			if err != nil {
-				return fmt.Errorf("slashingdb: import interchange: data[%d].signed_blocks[%d].signing_root: %w", i, j, err)
+				return nil, nil, fmt.Errorf("data[%d].signed_blocks[%d].signing_root: %w", i, j, err)
 			}
-			p.blocks = append(p.blocks, slot)
-			p.broots = append(p.broots, blockRecord{root: rec.root, known: rec.known})
+			p.blocks = append(p.blocks, blockRec{slot: slot, root: root, known: known})
 		}
 		for j, a := range d.SignedAttestations {
 			source, err := parseUint(a.SourceEpoch)
 			if err != nil {
-				return fmt.Errorf("slashingdb: import interchange: data[%d].signed_attestations[%d].source_epoch: %w", i, j, err)
+				return nil, nil, fmt.Errorf("data[%d].signed_attestations[%d].source_epoch: %w", i, j, err)
 			}
 			target, err := parseUint(a.TargetEpoch)
 			if err != nil {
-				return fmt.Errorf("slashingdb: import interchange: data[%d].signed_attestations[%d].target_epoch: %w", i, j, err)
+				return nil, nil, fmt.Errorf("data[%d].signed_attestations[%d].target_epoch: %w", i, j, err)
 			}
-			rec, err := parseOptionalRoot(a.SigningRoot)
+			root, known, err := parseOptionalRoot(a.SigningRoot)
 			if err != nil {
-				return fmt.Errorf("slashingdb: import interchange: data[%d].signed_attestations[%d].signing_root: %w", i, j, err)
+				return nil, nil, fmt.Errorf("data[%d].signed_attestations[%d].signing_root: %w", i, j, err)
 			}
-			p.atts = append(p.atts, [2]uint64{source, target})
-			p.aroots = append(p.aroots, attRecord{minSource: source, maxSource: source, root: rec.root, known: rec.known})
+			p.atts = append(p.atts, attRec{source: source, target: target, root: root, known: known})
 		}
-		all = append(all, p)
 	}
-
-	err = db.bolt.Update(func(tx *bolt.Tx) error {
-		for _, p := range all {
-			if len(p.blocks) == 0 && len(p.atts) == 0 {
-				continue
-			}
-			v, err := openValidator(tx, p.pubkey, true)
-			if err != nil {
-				return err
-			}
-			for j, slot := range p.blocks {
-				rec := p.broots[j]
-				prev, found, err := v.getBlock(slot)
-				if err != nil {
-					return fmt.Errorf("validator %#x: %w", p.pubkey[:], err)
-				}
-				if found {
-					rec = mergeBlock(prev, rec)
-				}
-				if err := v.putBlock(slot, rec); err != nil {
-					return fmt.Errorf("validator %#x: %w", p.pubkey[:], err)
-				}
-				v.wm.noteImportedBlock(slot)
-			}
-			for j, st := range p.atts {
-				rec := p.aroots[j]
-				prev, found, err := v.getAtt(st[1])
-				if err != nil {
-					return fmt.Errorf("validator %#x: %w", p.pubkey[:], err)
-				}
-				if found {
-					rec = mergeAtt(prev, rec)
-				}
-				if err := v.putAtt(st[1], rec); err != nil {
-					return fmt.Errorf("validator %#x: %w", p.pubkey[:], err)
-				}
-				v.wm.noteImportedAtt(st[0], st[1])
-			}
-			if err := v.saveWatermarks(); err != nil {
-				return fmt.Errorf("validator %#x: %w", p.pubkey[:], err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("slashingdb: import interchange: %w", err)
-	}
-	return nil
+	return keys, data, nil
 }
 
 func decodeInterchange(r io.Reader) (*interchangeDoc, error) {
@@ -215,81 +160,56 @@ func parseHex32(s string) (phase0.Root, error) {
 	return r, nil
 }
 
-func parseOptionalRoot(s *string) (blockRecord, error) {
+func parseOptionalRoot(s *string) (phase0.Root, bool, error) {
 	if s == nil {
-		return blockRecord{}, nil
+		return phase0.Root{}, false, nil
 	}
 	r, err := parseHex32(*s)
 	if err != nil {
-		return blockRecord{}, err
+		return phase0.Root{}, false, err
 	}
-	return blockRecord{root: r, known: true}, nil
+	return r, true, nil
 }
 
-// ExportInterchange writes every stored record as an EIP-3076 interchange
-// document (format version "5"), from one consistent read transaction. Validators
-// are ordered by public key, records by slot and target epoch. Records with an
-// unknown root are written without signing_root; a merged record (several
-// imported sources for one target) is written as its lowest and highest source.
-// The start-up guard is local state and is not exported.
+// ExportInterchange writes every known key and its stored records as an
+// EIP-3076 interchange document (format version "5"), from one consistent
+// snapshot. Keys are ordered by public key, records by slot and target epoch;
+// registered keys without records are written with empty lists, so that importing
+// the document registers them. Records with an unknown root are written without
+// signing_root. Watermarks are not part of the format, but every stored record
+// lies at or above them, so an importer, which derives its watermarks from the
+// lowest records, is at least as strict. The start-up guard is local state and
+// is not exported.
 func (db *DB) ExportInterchange(w io.Writer) error {
-	doc := interchangeDoc{
-		Metadata: &interchangeMeta{Version: InterchangeVersion, GVR: "0x" + hex.EncodeToString(db.gvr[:])},
-		Data:     []interchangeRecords{},
-	}
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		vals := tx.Bucket(bucketValidators)
-		if vals == nil {
-			return fmt.Errorf("validators bucket missing: %w", ErrCorrupt)
-		}
-		return vals.ForEachBucket(func(pk []byte) error {
-			if len(pk) != 48 {
-				return fmt.Errorf("validator key %x: %w", pk, ErrCorrupt)
-			}
-			v, err := loadValidator(vals.Bucket(pk), pk)
-			if err != nil {
-				return err
-			}
-			recs := interchangeRecords{
-				Pubkey:             "0x" + hex.EncodeToString(pk),
-				SignedBlocks:       []interchangeBlock{},
-				SignedAttestations: []interchangeAttestation{},
-			}
-			if err := v.scanBlocks(func(slot uint64, r blockRecord) error {
-				recs.SignedBlocks = append(recs.SignedBlocks, interchangeBlock{
-					Slot:        strconv.FormatUint(slot, 10),
-					SigningRoot: exportRoot(r.root, r.known),
-				})
-				return nil
-			}); err != nil {
-				return fmt.Errorf("validator %#x: %w", pk, err)
-			}
-			if err := v.scanAtts(0, func(t uint64, r attRecord) (bool, error) {
-				target := strconv.FormatUint(t, 10)
-				recs.SignedAttestations = append(recs.SignedAttestations, interchangeAttestation{
-					SourceEpoch: strconv.FormatUint(r.minSource, 10),
-					TargetEpoch: target,
-					SigningRoot: exportRoot(r.root, r.known),
-				})
-				if r.maxSource != r.minSource {
-					recs.SignedAttestations = append(recs.SignedAttestations, interchangeAttestation{
-						SourceEpoch: strconv.FormatUint(r.maxSource, 10),
-						TargetEpoch: target,
-					})
-				}
-				return true, nil
-			}); err != nil {
-				return fmt.Errorf("validator %#x: %w", pk, err)
-			}
-			if len(recs.SignedBlocks) > 0 || len(recs.SignedAttestations) > 0 {
-				doc.Data = append(doc.Data, recs)
-			}
-			return nil
-		})
-	})
-	if err != nil {
+	if err := db.lockRead(); err != nil {
 		return fmt.Errorf("slashingdb: export interchange: %w", err)
 	}
+	doc := interchangeDoc{
+		Metadata: &interchangeMeta{Version: InterchangeVersion, GVR: "0x" + hex.EncodeToString(db.gvr[:])},
+		Data:     make([]interchangeRecords, 0, len(db.byNum)),
+	}
+	vals := slices.Clone(db.byNum)
+	slices.SortFunc(vals, func(a, b *validator) int { return bytes.Compare(a.pubkey[:], b.pubkey[:]) })
+	for _, v := range vals {
+		recs := interchangeRecords{
+			Pubkey:             "0x" + hex.EncodeToString(v.pubkey[:]),
+			SignedBlocks:       make([]interchangeBlock, 0, len(v.blocks)),
+			SignedAttestations: make([]interchangeAttestation, 0, len(v.atts)),
+		}
+		for _, r := range v.blocks {
+			recs.SignedBlocks = append(recs.SignedBlocks, interchangeBlock{
+				Slot: strconv.FormatUint(r.slot, 10), SigningRoot: exportRoot(r.root, r.known),
+			})
+		}
+		for _, r := range v.atts {
+			recs.SignedAttestations = append(recs.SignedAttestations, interchangeAttestation{
+				SourceEpoch: strconv.FormatUint(r.source, 10), TargetEpoch: strconv.FormatUint(r.target, 10),
+				SigningRoot: exportRoot(r.root, r.known),
+			})
+		}
+		doc.Data = append(doc.Data, recs)
+	}
+	db.mu.RUnlock()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")

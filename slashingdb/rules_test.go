@@ -59,7 +59,7 @@ func interchangeJSON(t testing.TB, gvr phase0.Root, atts []impAtt, blocks []impB
 	return out
 }
 
-type guard struct {
+type guardAt struct {
 	epoch, slot uint64
 }
 
@@ -69,7 +69,7 @@ func TestRules(t *testing.T) {
 		name      string
 		impAtts   []impAtt
 		impBlocks []impBlock
-		guard     *guard
+		guard     *guardAt
 		signed    []AttestationRequest // recorded first, must be allowed
 		proposed  []BlockRequest       // recorded first, must be allowed
 		att       *AttestationRequest
@@ -89,16 +89,17 @@ func TestRules(t *testing.T) {
 		{name: "new surrounded by stored", signed: []AttestationRequest{att(1, 2, 5, 1)}, att: ptr(att(1, 3, 4, 2)), want: RuleSurrounded},
 		{name: "surround with shared source is not surround", signed: []AttestationRequest{att(1, 2, 5, 1)}, att: ptr(att(1, 2, 4, 2)), want: ""},
 		{name: "surround of other validator ignored", signed: []AttestationRequest{att(2, 2, 5, 1)}, att: ptr(att(1, 3, 4, 2)), want: ""},
-		{name: "surrounds imported inverted record", impAtts: []impAtt{{1, 5, 2, -1}}, att: ptr(att(1, 3, 4, 1)), want: RuleSurrounding},
+		// An inverted record is minified to (5,5) with watermarks (5,5).
+		{name: "surrounds imported inverted record", impAtts: []impAtt{{1, 5, 2, -1}}, att: ptr(att(1, 3, 4, 1)), want: RuleBelowSourceWatermark},
 		{name: "source after target", att: ptr(att(1, 5, 4, 1)), want: RuleSourceAfterTarget},
 		{name: "below source watermark", impAtts: []impAtt{{1, 10, 11, -1}}, att: ptr(att(1, 9, 10, 1)), want: RuleBelowSourceWatermark},
 		{name: "at target watermark", impAtts: []impAtt{{1, 10, 12, -1}}, att: ptr(att(1, 10, 11, 1)), want: RuleAtOrBelowTargetWatermark},
 		{name: "above watermarks allowed", impAtts: []impAtt{{1, 10, 12, -1}}, att: ptr(att(1, 10, 13, 1)), want: ""},
 		{name: "signed history sets no watermark", signed: []AttestationRequest{att(1, 10, 12, 1)}, att: ptr(att(1, 3, 4, 1)), want: ""},
-		{name: "attestation start-up guard", guard: &guard{20, 0}, att: ptr(att(1, 19, 20, 1)), want: RuleStartupGuard},
-		{name: "attestation above start-up guard", guard: &guard{20, 0}, att: ptr(att(1, 19, 21, 1)), want: ""},
-		{name: "attestation guard allows identical re-sign", signed: []AttestationRequest{att(1, 19, 20, 1)}, guard: &guard{20, 0}, att: ptr(att(1, 19, 20, 1)), want: ""},
-		{name: "attestation guard refuses other root", signed: []AttestationRequest{att(1, 18, 19, 1)}, guard: &guard{20, 0}, att: ptr(att(1, 18, 20, 1)), want: RuleStartupGuard},
+		{name: "attestation start-up guard", guard: &guardAt{20, 0}, att: ptr(att(1, 19, 20, 1)), want: RuleStartupGuard},
+		{name: "attestation above start-up guard", guard: &guardAt{20, 0}, att: ptr(att(1, 19, 21, 1)), want: ""},
+		{name: "attestation guard allows identical re-sign", signed: []AttestationRequest{att(1, 19, 20, 1)}, guard: &guardAt{20, 0}, att: ptr(att(1, 19, 20, 1)), want: ""},
+		{name: "attestation guard refuses other root", signed: []AttestationRequest{att(1, 18, 19, 1)}, guard: &guardAt{20, 0}, att: ptr(att(1, 18, 20, 1)), want: RuleStartupGuard},
 
 		{name: "fresh block allowed", block: ptr(blk(1, 0, 1)), want: ""},
 		{name: "identical block re-sign allowed", proposed: []BlockRequest{blk(1, 5, 3)}, block: ptr(blk(1, 5, 3)), want: ""},
@@ -109,9 +110,9 @@ func TestRules(t *testing.T) {
 		{name: "below slot watermark", impBlocks: []impBlock{{1, 5, -1}}, block: ptr(blk(1, 4, 1)), want: RuleAtOrBelowSlotWatermark},
 		{name: "gap above slot watermark allowed", impBlocks: []impBlock{{1, 5, -1}, {1, 9, -1}}, block: ptr(blk(1, 7, 1)), want: ""},
 		{name: "older block after signing allowed", proposed: []BlockRequest{blk(1, 9, 1)}, block: ptr(blk(1, 7, 1)), want: ""},
-		{name: "block start-up guard", guard: &guard{0, 64}, block: ptr(blk(1, 64, 1)), want: RuleStartupGuard},
-		{name: "block above start-up guard", guard: &guard{0, 64}, block: ptr(blk(1, 65, 1)), want: ""},
-		{name: "block guard allows identical re-sign", proposed: []BlockRequest{blk(1, 64, 1)}, guard: &guard{0, 64}, block: ptr(blk(1, 64, 1)), want: ""},
+		{name: "block start-up guard", guard: &guardAt{0, 64}, block: ptr(blk(1, 64, 1)), want: RuleStartupGuard},
+		{name: "block above start-up guard", guard: &guardAt{0, 64}, block: ptr(blk(1, 65, 1)), want: ""},
+		{name: "block guard allows identical re-sign", proposed: []BlockRequest{blk(1, 64, 1)}, guard: &guardAt{0, 64}, block: ptr(blk(1, 64, 1)), want: ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,39 +8,54 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Storage layout (schema version 1):
+// Storage layout (schema version 2):
 //
-//	"meta"                      bucket
-//	    "version"               1 byte: schemaVersion
-//	    "gvr"                   32 bytes: genesis validators root
-//	"validators"                bucket
-//	    <pubkey, 48 bytes>      bucket, one per validator
-//	        "w"                 watermarks (see watermarks.encode)
-//	        "a" | target BE 8   attestation: source BE 8 | root 32 | known 1 [| max source BE 8]
-//	        "b" | slot BE 8     block: root 32 | known 1
+//	"meta"                   bucket
+//	    "version"            1 byte: schemaVersion
+//	    "gvr"                32 bytes: genesis validators root
+//	"validators"             bucket
+//	    <pubkey, 48 bytes>   number u32 | wm flags u8 | source u64 | target u64 | slot u64
+//	"log"                    bucket, append-only
+//	    <seq, u64>           one write (a duty batch, an import, ...): a list of ops
 //
-// Keys are big-endian so cursor order is numeric order. One record per target
-// epoch (or slot): when an import brings several records for one target they are
-// merged into one that keeps the lowest and highest source and an unknown root,
-// which refuses exactly what the separate records would refuse.
-// Attestations, blocks and watermarks share the validator's bucket (no nested
-// buckets), so recording one attestation dirties one B-tree path per validator:
-// its leaf page and, once the history outgrows a page, its branch pages.
+// All integers are big-endian, so cursor order is numeric order. Validator
+// numbers are dense (0, 1, 2, ...) in registration order. An op is
+//
+//	opAtt        num u32 | source u64 | target u64 | known u8 | root [32]  put the attestation record for target
+//	opBlock      num u32 | slot u64 | known u8 | root [32]                  put the block record for slot
+//	opAttFloor   num u32 | target u64                                       delete attestation records with target < it
+//	opBlockFloor num u32 | slot u64                                         delete block records with slot < it
+//
+// each prefixed with its op byte. Replaying the log in order rebuilds the
+// in-memory index. A duty batch appends one entry at the right edge of the log's
+// B-tree, so a write dirties a few pages whatever the number of validators.
+// Watermarks change only on import and pruning and live in "validators".
+// Pruning deletes or rewrites old log entries.
 
-const schemaVersion = 1
+const schemaVersion = 2
 
 var (
 	bucketMeta       = []byte("meta")
 	bucketValidators = []byte("validators")
+	bucketLog        = []byte("log")
 	keyVersion       = []byte("version")
 	keyGVR           = []byte("gvr")
-	keyWatermarks    = []byte("w")
 )
 
-// Key prefixes inside a validator bucket.
 const (
-	prefixAtt   = 'a'
-	prefixBlock = 'b'
+	opAtt        = 1
+	opBlock      = 2
+	opAttFloor   = 3
+	opBlockFloor = 4
+
+	opAttLen   = 1 + 4 + 8 + 8 + 1 + 32
+	opBlockLen = 1 + 4 + 8 + 1 + 32
+	opFloorLen = 1 + 4 + 8
+
+	valLen = 4 + 1 + 3*8
+
+	wmAtt   = 1 // watermark flags
+	wmBlock = 2
 )
 
 func initSchema(tx *bolt.Tx, gvr phase0.Root) error {
@@ -48,18 +63,24 @@ func initSchema(tx *bolt.Tx, gvr phase0.Root) error {
 	if err != nil {
 		return fmt.Errorf("create meta bucket: %w", err)
 	}
-	if _, err := tx.CreateBucketIfNotExists(bucketValidators); err != nil {
-		return fmt.Errorf("create validators bucket: %w", err)
-	}
 	if v := meta.Get(keyVersion); v != nil {
 		if len(v) != 1 || v[0] != schemaVersion {
-			return fmt.Errorf("schema version %x, want %d: %w", v, schemaVersion, ErrCorrupt)
+			return fmt.Errorf("schema version %x, this build reads %d (export with the build that wrote it and import here): %w",
+				v, schemaVersion, ErrCorrupt)
 		}
 	} else if err := meta.Put(keyVersion, []byte{schemaVersion}); err != nil {
 		return fmt.Errorf("store schema version: %w", err)
 	}
+	for _, name := range [][]byte{bucketValidators, bucketLog} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create %s bucket: %w", name, err)
+		}
+	}
 	if stored := meta.Get(keyGVR); stored != nil {
-		return checkGVR(stored, gvr)
+		if len(stored) != 32 || phase0.Root(stored) != gvr {
+			return fmt.Errorf("database has %#x, caller has %#x: %w", stored, gvr[:], ErrGenesisMismatch)
+		}
+		return nil
 	}
 	if err := meta.Put(keyGVR, gvr[:]); err != nil {
 		return fmt.Errorf("store genesis validators root: %w", err)
@@ -67,294 +88,195 @@ func initSchema(tx *bolt.Tx, gvr phase0.Root) error {
 	return nil
 }
 
-func u64(v uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return b[:]
-}
-
-// attRecord is one stored attestation (or several merged ones) for a target.
-type attRecord struct {
-	minSource uint64 // lowest source recorded for this target
-	maxSource uint64 // highest source recorded for this target (== minSource unless merged)
-	root      phase0.Root
-	known     bool // root is known; a record with an unknown root matches nothing
-}
-
-func (r attRecord) encode() []byte {
-	n := 41
-	if r.maxSource != r.minSource {
-		n = 49
+func encodeValidator(v *validator) []byte {
+	b := make([]byte, valLen)
+	binary.BigEndian.PutUint32(b, v.num)
+	if v.wm.att {
+		b[4] |= wmAtt
 	}
-	b := make([]byte, n)
-	binary.BigEndian.PutUint64(b[0:8], r.minSource)
-	copy(b[8:40], r.root[:])
-	if r.known {
-		b[40] = 1
+	if v.wm.block {
+		b[4] |= wmBlock
 	}
-	if n == 49 {
-		binary.BigEndian.PutUint64(b[41:49], r.maxSource)
-	}
+	binary.BigEndian.PutUint64(b[5:], v.wm.source)
+	binary.BigEndian.PutUint64(b[13:], v.wm.target)
+	binary.BigEndian.PutUint64(b[21:], v.wm.slot)
 	return b
 }
 
-func decodeAtt(target uint64, v []byte) (attRecord, error) {
-	var r attRecord
-	if (len(v) != 41 && len(v) != 49) || v[40] > 1 {
-		return r, fmt.Errorf("attestation record target %d=%x: %w", target, v, ErrCorrupt)
+func decodeValidator(k, b []byte) (*validator, error) {
+	if len(k) != 48 || len(b) != valLen || b[4]&^(wmAtt|wmBlock) != 0 {
+		return nil, fmt.Errorf("validator entry %x=%x: %w", k, b, ErrCorrupt)
 	}
-	r.minSource = binary.BigEndian.Uint64(v[0:8])
-	r.maxSource = r.minSource
-	copy(r.root[:], v[8:40])
-	r.known = v[40] == 1
-	if len(v) == 49 {
-		r.maxSource = binary.BigEndian.Uint64(v[41:49])
-		if r.maxSource < r.minSource || r.known {
-			return r, fmt.Errorf("attestation record target %d=%x: %w", target, v, ErrCorrupt)
-		}
+	v := &validator{pubkey: phase0.BLSPubKey(k), num: binary.BigEndian.Uint32(b)}
+	v.wm = watermarks{
+		att: b[4]&wmAtt != 0, block: b[4]&wmBlock != 0,
+		source: binary.BigEndian.Uint64(b[5:]), target: binary.BigEndian.Uint64(b[13:]), slot: binary.BigEndian.Uint64(b[21:]),
 	}
-	return r, nil
+	return v, nil
 }
 
-// mergeAtt combines two records for the same target. The result keeps a known
-// root only when both are the same known root with the same single source.
-func mergeAtt(a, b attRecord) attRecord {
-	if a.known && b.known && a.root == b.root && a.minSource == b.minSource &&
-		a.maxSource == a.minSource && b.maxSource == b.minSource {
-		return a
-	}
-	return attRecord{minSource: min(a.minSource, b.minSource), maxSource: max(a.maxSource, b.maxSource)}
-}
-
-// blockRecord is one stored block (or several merged ones) for a slot.
-type blockRecord struct {
-	root  phase0.Root
-	known bool
-}
-
-func (r blockRecord) encode() []byte {
-	b := make([]byte, 33)
-	copy(b[:32], r.root[:])
-	if r.known {
-		b[32] = 1
-	}
-	return b
-}
-
-func decodeBlock(slot uint64, v []byte) (blockRecord, error) {
-	var r blockRecord
-	if len(v) != 33 || v[32] > 1 {
-		return r, fmt.Errorf("block record slot %d=%x: %w", slot, v, ErrCorrupt)
-	}
-	copy(r.root[:], v[:32])
-	r.known = v[32] == 1
-	return r, nil
-}
-
-func mergeBlock(a, b blockRecord) blockRecord {
-	if a.known && b.known && a.root == b.root {
-		return a
-	}
-	return blockRecord{}
-}
-
-// Watermark flags.
-const (
-	wmAtt       = 1 << iota // minSource/minTarget are set (attestations were imported)
-	wmBlock                 // minSlot is set (blocks were imported)
-	wmGuardEp               // guardEpoch is set
-	wmGuardSlot             // guardSlot is set
-	wmInverted              // an imported attestation with source > target is stored
-	wmAllFlags  = wmAtt | wmBlock | wmGuardEp | wmGuardSlot | wmInverted
-)
-
-// watermarks are a validator's low watermarks: the lowest imported source, target
-// and slot, and the start-up guard.
-type watermarks struct {
-	flags      byte
-	minSource  uint64
-	minTarget  uint64
-	minSlot    uint64
-	guardEpoch uint64
-	guardSlot  uint64
-}
-
-const wmLen = 1 + 5*8
-
-func (w watermarks) encode() []byte {
-	b := make([]byte, wmLen)
-	b[0] = w.flags
-	for i, v := range []uint64{w.minSource, w.minTarget, w.minSlot, w.guardEpoch, w.guardSlot} {
-		binary.BigEndian.PutUint64(b[1+8*i:], v)
-	}
-	return b
-}
-
-func decodeWatermarks(v []byte) (watermarks, error) {
-	var w watermarks
-	if v == nil {
-		return w, nil
-	}
-	if len(v) != wmLen || v[0]&^wmAllFlags != 0 {
-		return w, fmt.Errorf("watermarks %x: %w", v, ErrCorrupt)
-	}
-	w.flags = v[0]
-	w.minSource = binary.BigEndian.Uint64(v[1:])
-	w.minTarget = binary.BigEndian.Uint64(v[9:])
-	w.minSlot = binary.BigEndian.Uint64(v[17:])
-	w.guardEpoch = binary.BigEndian.Uint64(v[25:])
-	w.guardSlot = binary.BigEndian.Uint64(v[33:])
-	return w, nil
-}
-
-func (w *watermarks) noteImportedAtt(source, target uint64) {
-	if w.flags&wmAtt == 0 {
-		w.minSource, w.minTarget = source, target
-		w.flags |= wmAtt
-	} else {
-		w.minSource = min(w.minSource, source)
-		w.minTarget = min(w.minTarget, target)
-	}
-	if source > target {
-		w.flags |= wmInverted
-	}
-}
-
-func (w *watermarks) noteImportedBlock(slot uint64) {
-	if w.flags&wmBlock == 0 {
-		w.minSlot = slot
-		w.flags |= wmBlock
-	} else {
-		w.minSlot = min(w.minSlot, slot)
-	}
-}
-
-func (w *watermarks) raiseGuard(epoch, slot uint64) {
-	if w.flags&wmGuardEp == 0 || epoch > w.guardEpoch {
-		w.guardEpoch = epoch
-	}
-	if w.flags&wmGuardSlot == 0 || slot > w.guardSlot {
-		w.guardSlot = slot
-	}
-	w.flags |= wmGuardEp | wmGuardSlot
-}
-
-// validator is a validator's bucket inside one transaction.
-type validator struct {
-	b  *bolt.Bucket
-	wm watermarks
-}
-
-// openValidator returns the validator's bucket, creating it if create is set;
-// without create it returns (nil, nil) for an unknown validator.
-func openValidator(tx *bolt.Tx, pubkey phase0.BLSPubKey, create bool) (*validator, error) {
-	vals := tx.Bucket(bucketValidators)
-	if vals == nil {
-		return nil, fmt.Errorf("validators bucket missing: %w", ErrCorrupt)
-	}
-	b := vals.Bucket(pubkey[:])
-	if b == nil {
-		if !create {
-			return nil, nil
-		}
-		var err error
-		if b, err = vals.CreateBucket(pubkey[:]); err != nil {
-			return nil, fmt.Errorf("create bucket for %#x: %w", pubkey[:], err)
-		}
-	}
-	return loadValidator(b, pubkey[:])
-}
-
-func loadValidator(b *bolt.Bucket, pubkey []byte) (*validator, error) {
-	wm, err := decodeWatermarks(b.Get(keyWatermarks))
-	if err != nil {
-		return nil, fmt.Errorf("validator %#x: %w", pubkey, err)
-	}
-	return &validator{b: b, wm: wm}, nil
-}
-
-func (v *validator) saveWatermarks() error {
-	if err := v.b.Put(keyWatermarks, v.wm.encode()); err != nil {
-		return fmt.Errorf("store watermarks: %w", err)
+func saveValidator(tx *bolt.Tx, v *validator) error {
+	if err := tx.Bucket(bucketValidators).Put(v.pubkey[:], encodeValidator(v)); err != nil {
+		return fmt.Errorf("store validator %#x: %w", v.pubkey[:], err)
 	}
 	return nil
 }
 
-func recordKey(prefix byte, n uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = prefix
-	binary.BigEndian.PutUint64(k[1:], n)
-	return k
+func appendAttOp(b []byte, num uint32, r attRec) []byte {
+	b = append(b, opAtt)
+	b = binary.BigEndian.AppendUint32(b, num)
+	b = binary.BigEndian.AppendUint64(b, r.source)
+	b = binary.BigEndian.AppendUint64(b, r.target)
+	b = append(b, boolByte(r.known))
+	return append(b, r.root[:]...)
 }
 
-// getAtt returns the record for target, if any.
-func (v *validator) getAtt(target uint64) (attRecord, bool, error) {
-	raw := v.b.Get(recordKey(prefixAtt, target))
-	if raw == nil {
-		return attRecord{}, false, nil
+func appendBlockOp(b []byte, num uint32, r blockRec) []byte {
+	b = append(b, opBlock)
+	b = binary.BigEndian.AppendUint32(b, num)
+	b = binary.BigEndian.AppendUint64(b, r.slot)
+	b = append(b, boolByte(r.known))
+	return append(b, r.root[:]...)
+}
+
+func appendFloorOp(b []byte, op byte, num uint32, floor uint64) []byte {
+	b = append(b, op)
+	b = binary.BigEndian.AppendUint32(b, num)
+	return binary.BigEndian.AppendUint64(b, floor)
+}
+
+func boolByte(v bool) byte {
+	if v {
+		return 1
 	}
-	r, err := decodeAtt(target, raw)
-	return r, err == nil, err
+	return 0
 }
 
-func (v *validator) putAtt(target uint64, r attRecord) error {
-	if err := v.b.Put(recordKey(prefixAtt, target), r.encode()); err != nil {
-		return fmt.Errorf("store attestation target %d: %w", target, err)
+// logOp is one decoded op; only the fields of its kind are set.
+type logOp struct {
+	kind  byte
+	num   uint32
+	att   attRec
+	block blockRec
+	floor uint64
+}
+
+// decodeOps calls fn for each op of a log entry, in order.
+func decodeOps(seq uint64, b []byte, fn func(op logOp) error) error {
+	for len(b) > 0 {
+		var op logOp
+		n := opLen(b[0])
+		if n == 0 || len(b) < n || (b[0] == opAtt && b[21] > 1) || (b[0] == opBlock && b[13] > 1) {
+			return fmt.Errorf("log entry %d: bad op %x: %w", seq, b[:min(len(b), 16)], ErrCorrupt)
+		}
+		op.kind, op.num = b[0], binary.BigEndian.Uint32(b[1:])
+		switch op.kind {
+		case opAtt:
+			op.att = attRec{source: binary.BigEndian.Uint64(b[5:]), target: binary.BigEndian.Uint64(b[13:]), known: b[21] == 1, root: phase0.Root(b[22:54])}
+		case opBlock:
+			op.block = blockRec{slot: binary.BigEndian.Uint64(b[5:]), known: b[13] == 1, root: phase0.Root(b[14:46])}
+		default:
+			op.floor = binary.BigEndian.Uint64(b[5:])
+		}
+		if err := fn(op); err != nil {
+			return err
+		}
+		b = b[n:]
 	}
 	return nil
 }
 
-// scanAtts calls fn for the attestation records with target >= from, in target
-// order, until fn returns false or an error.
-func (v *validator) scanAtts(from uint64, fn func(target uint64, r attRecord) (bool, error)) error {
-	c := v.b.Cursor()
-	for k, raw := c.Seek(recordKey(prefixAtt, from)); k != nil && k[0] == prefixAtt; k, raw = c.Next() {
-		if len(k) != 9 {
-			return fmt.Errorf("attestation key %x: %w", k, ErrCorrupt)
+// opLen returns the encoded length of an op of kind, 0 for an unknown kind.
+func opLen(kind byte) int {
+	switch kind {
+	case opAtt:
+		return opAttLen
+	case opBlock:
+		return opBlockLen
+	case opAttFloor, opBlockFloor:
+		return opFloorLen
+	}
+	return 0
+}
+
+// apply applies op to the in-memory index.
+func (db *DB) apply(op logOp) error {
+	if int(op.num) >= len(db.byNum) {
+		return fmt.Errorf("log op for unregistered validator number %d: %w", op.num, ErrCorrupt)
+	}
+	db.byNum[op.num].apply(op)
+	return nil
+}
+
+// apply applies op, which must be for v, to v.
+func (v *validator) apply(op logOp) {
+	switch op.kind {
+	case opAtt:
+		v.atts = putAtt(v.atts, op.att)
+	case opBlock:
+		v.blocks = putBlock(v.blocks, op.block)
+	case opAttFloor:
+		if i := findAtt(v.atts, op.floor); i > 0 {
+			v.atts = append([]attRec(nil), v.atts[i:]...) // let the dropped records be freed
 		}
-		target := binary.BigEndian.Uint64(k[1:])
-		r, err := decodeAtt(target, raw)
+	case opBlockFloor:
+		if i := findBlock(v.blocks, op.floor); i > 0 {
+			v.blocks = append([]blockRec(nil), v.blocks[i:]...)
+		}
+	}
+}
+
+// load rebuilds the in-memory index from the validators bucket and the log, and
+// checks every validator's invariant.
+func (db *DB) load(tx *bolt.Tx) error {
+	db.vals = map[phase0.BLSPubKey]*validator{}
+	var all []*validator
+	if err := tx.Bucket(bucketValidators).ForEach(func(k, b []byte) error {
+		v, err := decodeValidator(k, b)
 		if err != nil {
 			return err
 		}
-		if more, err := fn(target, r); err != nil || !more {
+		all = append(all, v)
+		return nil
+	}); err != nil {
+		return err
+	}
+	db.byNum = make([]*validator, len(all))
+	for _, v := range all {
+		if int(v.num) >= len(all) || db.byNum[v.num] != nil {
+			return fmt.Errorf("validator %#x has number %d (of %d): %w", v.pubkey[:], v.num, len(all), ErrCorrupt)
+		}
+		db.byNum[v.num] = v
+		db.vals[v.pubkey] = v
+	}
+	c := tx.Bucket(bucketLog).Cursor()
+	for k, b := c.First(); k != nil; k, b = c.Next() {
+		if len(k) != 8 {
+			return fmt.Errorf("log key %x: %w", k, ErrCorrupt)
+		}
+		seq := binary.BigEndian.Uint64(k)
+		if err := decodeOps(seq, b, db.apply); err != nil {
+			return err
+		}
+		db.nextSeq = seq + 1
+	}
+	for _, v := range db.byNum {
+		if err := v.checkInvariant(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (v *validator) getBlock(slot uint64) (blockRecord, bool, error) {
-	raw := v.b.Get(recordKey(prefixBlock, slot))
-	if raw == nil {
-		return blockRecord{}, false, nil
-	}
-	r, err := decodeBlock(slot, raw)
-	return r, err == nil, err
-}
-
-func (v *validator) putBlock(slot uint64, r blockRecord) error {
-	if err := v.b.Put(recordKey(prefixBlock, slot), r.encode()); err != nil {
-		return fmt.Errorf("store block slot %d: %w", slot, err)
-	}
-	return nil
-}
-
-// scanBlocks calls fn for every block record in slot order.
-func (v *validator) scanBlocks(fn func(slot uint64, r blockRecord) error) error {
-	c := v.b.Cursor()
-	for k, raw := c.Seek([]byte{prefixBlock}); k != nil && k[0] == prefixBlock; k, raw = c.Next() {
-		if len(k) != 9 {
-			return fmt.Errorf("block key %x: %w", k, ErrCorrupt)
-		}
-		slot := binary.BigEndian.Uint64(k[1:])
-		r, err := decodeBlock(slot, raw)
-		if err != nil {
-			return err
-		}
-		if err := fn(slot, r); err != nil {
-			return err
-		}
+// appendLog writes entry as the next log entry; the caller advances db.nextSeq
+// after the commit.
+func (db *DB) appendLog(tx *bolt.Tx, entry []byte) error {
+	b := tx.Bucket(bucketLog)
+	b.FillPercent = 1 // append-only: pack pages full
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], db.nextSeq)
+	if err := b.Put(k[:], entry); err != nil {
+		return fmt.Errorf("append log entry %d: %w", db.nextSeq, err)
 	}
 	return nil
 }

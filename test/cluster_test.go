@@ -39,10 +39,14 @@ type cluster struct {
 	sim        *simbeacon.Sim
 	url        string
 	monitoring []string
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
-	errs       []error
-	mu         sync.Mutex
+	wrap       func(node.Beacon) node.Beacon
+	// doppelgangerEpochs is passed to every node (0: the default).
+	doppelgangerEpochs int
+
+	mu      sync.Mutex
+	cancels map[int]context.CancelFunc
+	done    map[int]chan struct{}
+	errs    []error
 }
 
 func freeAddrs(t *testing.T, n int) []string {
@@ -106,43 +110,69 @@ func (c *cluster) dataDir(i int) string { return filepath.Join(c.dir, "data", no
 // start runs every node; wrap, if set, wraps each node's beacon client.
 func (c *cluster) start(wrap func(node.Beacon) node.Beacon) {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	logOut := io.Discard
-	if testing.Verbose() {
-		logOut = os.Stderr
-	}
+	c.wrap = wrap
 	for i := 1; i <= 4; i++ {
-		cfg := node.Config{
-			NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURL: c.url, MonitoringAddr: c.monitoring[i-1],
-			Logger: slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", i),
-		}
-		if wrap != nil {
-			b, err := node.DialBeacon(ctx, c.url, 5*time.Second)
-			if err != nil {
-				c.t.Fatal(err)
-			}
-			cfg.Beacon = wrap(b)
-		}
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			if err := node.Run(ctx, cfg); err != nil {
-				c.mu.Lock()
-				c.errs = append(c.errs, fmt.Errorf("node %d: %w", i, err))
-				c.mu.Unlock()
-			}
-		}()
+		c.startNode(i)
 	}
 	c.t.Cleanup(c.stop)
 }
 
-func (c *cluster) stop() {
-	if c.cancel != nil {
-		c.cancel()
-		c.wg.Wait()
-		c.cancel = nil
+// startNode runs node i (1-based) until stopNode or stop.
+func (c *cluster) startNode(i int) {
+	c.t.Helper()
+	if c.cancels == nil {
+		c.cancels = map[int]context.CancelFunc{}
+		c.done = map[int]chan struct{}{}
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logOut := io.Discard
+	if testing.Verbose() {
+		logOut = os.Stderr
+	}
+	cfg := node.Config{
+		NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURL: c.url, MonitoringAddr: c.monitoring[i-1],
+		DoppelgangerEpochs: c.doppelgangerEpochs,
+		Logger:             slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", i),
+	}
+	if c.wrap != nil {
+		b, err := node.DialBeacon(ctx, c.url, 5*time.Second)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cfg.Beacon = c.wrap(b)
+	}
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.cancels[i], c.done[i] = cancel, done
+	c.mu.Unlock()
+	go func() {
+		defer close(done)
+		if err := node.Run(ctx, cfg); err != nil {
+			c.mu.Lock()
+			c.errs = append(c.errs, fmt.Errorf("node %d: %w", i, err))
+			c.mu.Unlock()
+		}
+	}()
+}
+
+// stopNode stops node i and waits for it.
+func (c *cluster) stopNode(i int) {
+	c.mu.Lock()
+	cancel, done := c.cancels[i], c.done[i]
+	delete(c.cancels, i)
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (c *cluster) stop() {
+	for i := 1; i <= 4; i++ {
+		c.stopNode(i)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, err := range c.errs {
 		c.t.Errorf("node failed: %v", err)
 	}

@@ -1,0 +1,124 @@
+package test
+
+import (
+	"bufio"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/attestantio/go-eth2-client/spec/phase0"
+
+	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/node"
+)
+
+// metric reads one unlabelled series from a node's /metrics.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+func (c *cluster) initSlashing(t *testing.T) {
+	t.Helper()
+	var pks []phase0.BLSPubKey
+	for _, v := range c.lock.Validators {
+		b, _ := lock.DecodeHex(v.GroupPubkey, 48)
+		var pk phase0.BLSPubKey
+		copy(pk[:], b)
+		pks = append(pks, pk)
+	}
+	for i := 1; i <= 4; i++ {
+		if err := node.InitSlashingDB(c.dataDir(i), c.sim.GenesisValidatorsRoot(), pks); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCluster_DoppelgangerCaughtAtColdStart starts a cluster after genesis (cold: no node signed
+// recently) while another machine signs with validator 0: that validator is refused by every
+// node, the others sign once the doppelganger window is over.
+func TestCluster_DoppelgangerCaughtAtColdStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster for ~35 s")
+	}
+	c := newCluster(t, 4)
+	c.doppelgangerEpochs = 1
+	c.initSlashing(t)
+	genesis := time.Unix(time.Now().Unix()+1, 0)
+	c.sim.SetGenesis(genesis)
+	c.sim.SetForeignSigner(0, true)
+	time.Sleep(time.Until(genesis.Add(testSlot / 2)))
+	c.start(nil)
+	// Epoch 0: start-up guard and the doppelganger window; from epoch 1 on the honest validators sign.
+	waitSlotsEnded(genesis, 3*testSlotsPerEpoch)
+	st := c.sim.Stats()
+	if st.Totals.Wrong != 0 {
+		t.Fatalf("%d wrong submissions", st.Totals.Wrong)
+	}
+	for _, e := range []uint64{1, 2} {
+		if got := epochCounts(st, e); got.Correct != 3 || got.Expected != 4 {
+			t.Errorf("epoch %d: %d of %d correct, want the 3 honest validators", e, got.Correct, got.Expected)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		if got := metric(t, c.monitoring[i-1], "dvmesh_doppelgangers_detected_total"); got != 1 {
+			t.Errorf("node %d detected %v doppelgangers, want 1", i, got)
+		}
+	}
+}
+
+// TestCluster_RestartedNodeJoinsWarm restarts one node of a running cluster: its peers kept the
+// validators live, so it joins without a doppelganger wait and signs from the next epoch on
+// (the start-up guard still refuses the epoch it restarted in).
+func TestCluster_RestartedNodeJoinsWarm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a cluster for ~40 s")
+	}
+	c := newCluster(t, 4)
+	c.start(nil)
+	genesis := c.waitReadyAndStart()
+	time.Sleep(time.Until(genesis.Add((testSlotsPerEpoch + 1) * testSlot))) // slot 5, epoch 1
+	c.stopNode(3)
+	c.startNode(3)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := status(t, c.monitoring[2])
+		if err == nil && st.Doppelganger != "" {
+			if st.Doppelganger != "warm" {
+				t.Fatalf("restarted node: doppelganger %q, want warm", st.Doppelganger)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted node reports no doppelganger decision: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitSlotsEnded(genesis, 3*testSlotsPerEpoch)
+	if got := metric(t, c.monitoring[2], "dvmesh_partials_signed_total"); got < 4 {
+		t.Errorf("restarted node signed %v partials in epoch 2, want all 4 validators'", got)
+	}
+	st := c.sim.Stats()
+	if st.Totals.Wrong != 0 {
+		t.Fatalf("%d wrong submissions", st.Totals.Wrong)
+	}
+	for e := uint64(0); e < 3; e++ {
+		if got := epochCounts(st, e); got.Correct != 4 {
+			t.Errorf("epoch %d: %d of %d correct", e, got.Correct, got.Expected)
+		}
+	}
+}
