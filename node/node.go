@@ -41,6 +41,9 @@ type Config struct {
 	// DoppelgangerEpochs is how many epochs a cold start watches for another signer before
 	// signing; 0 means DefaultDoppelgangerEpochs, negative disables the check.
 	DoppelgangerEpochs int
+	// SlashingKeepEpochs is how many epochs of signing history the slashing DB keeps in full;
+	// older records are pruned (watermarks raised first). 0 means DefaultSlashingKeepEpochs.
+	SlashingKeepEpochs uint64
 	Logger             *slog.Logger
 	// Beacon replaces the HTTP beacon client when set (tests, fault injection).
 	Beacon Beacon
@@ -65,6 +68,9 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.SlashingKeepEpochs == 0 {
+		c.SlashingKeepEpochs = DefaultSlashingKeepEpochs
+	}
 	if c.DoppelgangerEpochs == 0 {
 		c.DoppelgangerEpochs = DefaultDoppelgangerEpochs
 	}
@@ -79,6 +85,13 @@ func (c *Config) setDefaults() error {
 	}
 	return nil
 }
+
+// DefaultSlashingKeepEpochs keeps about 27 hours of mainnet history in full; watermarks cover
+// everything older. Pruning runs every pruneEveryEpochs epochs.
+const (
+	DefaultSlashingKeepEpochs = 256
+	pruneEveryEpochs          = 64
+)
 
 // Node is a running cluster node.
 type Node struct {

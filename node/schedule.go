@@ -44,6 +44,9 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	epoch := chain.EpochOf(slot)
 	n.ensureDuties(ctx, epoch)
 	n.ensureDuties(ctx, epoch+1)
+	if uint64(slot)%chain.SlotsPerEpoch == chain.SlotsPerEpoch/2 && epoch%pruneEveryEpochs == 0 && epoch > 0 {
+		n.prune(epoch)
+	}
 	n.agg.Trim(slot - min(slot, 2))
 	n.trimRuns(slot - min(slot, 2))
 	var due []*attesterDuty
@@ -211,4 +214,15 @@ func (h *headTracker) Wait(ctx context.Context, slot phase0.Slot, latest time.Ti
 		case <-changed:
 		}
 	}
+}
+
+// prune drops slashing history older than the configured window (it blocks the DB briefly:
+// it rewrites the log, so it runs rarely and mid-epoch).
+func (n *Node) prune(epoch phase0.Epoch) {
+	start := time.Now()
+	if err := n.db.Prune(n.cfg.SlashingKeepEpochs, epoch, n.chain.SlotsPerEpoch); err != nil {
+		n.log.Error("Slashing DB pruning failed", "epoch", epoch, "err", err)
+		return
+	}
+	n.log.Info("Slashing DB pruned", "epoch", epoch, "keep_epochs", n.cfg.SlashingKeepEpochs, "took", time.Since(start))
 }

@@ -34,6 +34,8 @@ func newRunCmd() *cobra.Command {
 	f.StringVar(&cfg.P2PListen, "p2p-listen", "", "libp2p listen multiaddr (default: this operator's address in the lock)")
 	f.StringVar(&cfg.MonitoringAddr, "monitoring-addr", "127.0.0.1:3620", "address for /metrics, /readyz and /status (empty disables)")
 	f.DurationVar(&cfg.BeaconTimeout, "beacon-timeout", 0, "beacon node request timeout (default 10s)")
+	f.IntVar(&cfg.DoppelgangerEpochs, "doppelganger-epochs", node.DefaultDoppelgangerEpochs, "epochs a cold start watches for another signer before signing (-1 disables)")
+	f.Uint64Var(&cfg.SlashingKeepEpochs, "slashing-keep-epochs", node.DefaultSlashingKeepEpochs, "epochs of signing history kept in full (older: watermarks)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&logFmt, "log-format", "text", "text or json")
 	return cmd
