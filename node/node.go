@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -74,14 +76,41 @@ func (c *Config) setDefaults() error {
 	if c.DoppelgangerEpochs == 0 {
 		c.DoppelgangerEpochs = DefaultDoppelgangerEpochs
 	}
-	for name, v := range map[string]string{"lock file (--lock-file)": c.LockFile, "p2p key (--p2p-key)": c.P2PKeyFile,
-		"keys directory (--keys-dir)": c.KeysDir, "data directory (--data-dir)": c.DataDir} {
-		if v == "" {
-			return fmt.Errorf("config: %s is not set: give it, or --node-dir", name)
+	for _, p := range []struct{ name, value, fix string }{
+		{"lock-file", c.LockFile, "point it at the cluster-lock.json of this cluster"},
+		{"p2p-key", c.P2PKeyFile, "point it at this operator's p2p-key"},
+		{"keys-dir", c.KeysDir, "point it at the folder with keystore-N.json and password.txt"},
+	} {
+		if p.value == "" {
+			return fmt.Errorf("setting %s is not set: %s (or set node-dir)", p.name, p.fix)
+		}
+		if _, err := os.Stat(p.value); err != nil {
+			return fmt.Errorf("setting %s: %v: %s", p.name, err, p.fix)
 		}
 	}
-	if c.BeaconURL == "" && c.Beacon == nil {
-		return errors.New("config: no beacon node: set --beacon-url")
+	if c.DataDir == "" {
+		return errors.New("setting data-dir is not set: give the folder for the Raft log and slashing DB (or set node-dir)")
+	}
+	if c.Beacon == nil {
+		if c.BeaconURL == "" {
+			return errors.New("setting beacon-url is not set: give the beacon node's REST API URL, e.g. http://127.0.0.1:5052")
+		}
+		if u, err := url.Parse(c.BeaconURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("setting beacon-url %q is not an http(s) URL: use e.g. http://127.0.0.1:5052", c.BeaconURL)
+		}
+	}
+	if c.P2PListen != "" {
+		if _, err := ma.NewMultiaddr(c.P2PListen); err != nil {
+			return fmt.Errorf("setting p2p-listen %q: %v: use a multiaddr such as /ip4/0.0.0.0/tcp/3610", c.P2PListen, err)
+		}
+	}
+	if c.MonitoringAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MonitoringAddr); err != nil {
+			return fmt.Errorf("setting monitoring-addr %q: %v: use host:port such as 127.0.0.1:3620, or empty to disable", c.MonitoringAddr, err)
+		}
+	}
+	if c.BeaconTimeout < 0 {
+		return fmt.Errorf("setting beacon-timeout %s is negative", c.BeaconTimeout)
 	}
 	return nil
 }

@@ -8,14 +8,21 @@ import (
 
 func newRunCmd() *cobra.Command {
 	var (
-		cfg              node.Config
-		logLevel, logFmt string
+		cfg                          node.Config
+		logLevel, logFmt, configPath string
 	)
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run one cluster node",
-		Args:  cobra.NoArgs,
+		Long: `run runs one node of a cluster. Every setting is a flag, an environment variable
+(DVMESH_ and the flag name in capitals with underscores, e.g. DVMESH_BEACON_URL) or a key of the
+YAML file given with --config (the flag name, e.g. "beacon-url: http://..."); flags beat the
+environment, which beats the file.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applySettings(cmd, configPath); err != nil {
+				return err
+			}
 			log, err := newLogger(logLevel, logFmt)
 			if err != nil {
 				return err
@@ -25,6 +32,7 @@ func newRunCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "YAML config file (keys are these flag names)")
 	f.StringVar(&cfg.NodeDir, "node-dir", "", "node folder written by create-cluster (default for the lock, p2p key, keys and data)")
 	f.StringVar(&cfg.LockFile, "lock-file", "", "cluster lock (default <node-dir>/cluster-lock.json)")
 	f.StringVar(&cfg.P2PKeyFile, "p2p-key", "", "libp2p identity key (default <node-dir>/p2p-key)")
