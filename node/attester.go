@@ -45,70 +45,118 @@ type attesterRun struct {
 }
 
 // runAttester performs the attester duty of slot for the given validators. ctx carries the
-// duty's deadline (the end of the slot).
+// duty's deadline (the end of the slot); the duty's tracker record is closed at that deadline.
 func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*attesterDuty) {
 	chain := n.chain
 	start := chain.SlotStart(slot)
 	key := dutyKey{Slot: slot, Type: dutyAttester}
 	log := n.log.With("slot", slot, "duty", dutyAttester, "validators", len(duties))
+	n.tracker.Start(key, len(duties))
+	defer n.finishDuty(ctx, key, log)
 	step := func(name string) {
-		n.metrics.stepSeconds.WithLabelValues(dutyAttester, name).Observe(time.Since(start).Seconds())
+		d := time.Since(start)
+		n.metrics.stepSeconds.WithLabelValues(dutyAttester, name).Observe(d.Seconds())
+		n.tracker.Step(key, name, d)
 	}
-	fail := func(reason string, err error) {
+	fail := func(step, reason string, err error) {
 		n.metrics.duties.WithLabelValues(dutyAttester, "failed", reason).Add(float64(len(duties)))
-		log.Warn("Attester duty failed", "reason", reason, "err", err)
+		n.tracker.Fail(key, step, reason, err)
+		log.Warn("Attester duty failed", "step", step, "reason", reason, "err", err)
 	}
 
 	// Attest once the slot's head block is seen, at the latest at one third of the slot.
 	n.heads.Wait(ctx, slot, start.Add(chain.SlotDuration/3))
 	if ctx.Err() != nil {
-		fail("late", ctx.Err())
+		fail(StepFetch, ReasonLate, ctx.Err())
 		return
 	}
 	data, err := n.beacon.AttestationData(ctx, slot)
 	if err != nil {
-		fail("beacon_error", err)
+		fail(StepFetch, beaconReason(err), err)
 		return
 	}
-	step("fetch")
+	step(StepFetch)
 	value, err := data.MarshalSSZ()
 	if err != nil {
-		fail("internal", fmt.Errorf("encode attestation data: %w", err))
+		fail(StepFetch, ReasonInternal, fmt.Errorf("encode attestation data: %w", err))
 		return
 	}
 	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyAttester}, value)
 	if err != nil {
-		fail("no_consensus", err)
+		fail(StepConsensus, ReasonNoConsensus, err)
 		return
 	}
-	step("consensus")
+	step(StepConsensus)
 	decided := new(phase0.AttestationData)
 	if err := decided.UnmarshalSSZ(decidedBytes); err != nil {
-		fail("invalid_decided", fmt.Errorf("%w: %v", ErrInvalidDecided, err))
+		fail(StepValidate, ReasonInvalidDecided, fmt.Errorf("%w: %v", ErrInvalidDecided, err))
 		return
 	}
 	justified, err := n.beacon.JustifiedEpoch(ctx)
 	if err != nil {
-		fail("beacon_error", err)
+		fail(StepValidate, beaconReason(err), err)
 		return
 	}
 	current, _ := chain.SlotAt(time.Now())
 	if err := validateAttestationData(decided, slot, current, chain.EpochOf(slot), justified); err != nil {
-		fail("invalid_decided", err)
+		fail(StepValidate, ReasonInvalidDecided, err)
 		return
 	}
+	step(StepValidate)
 	if err := n.signAttestations(ctx, key, decided, duties, log); err != nil {
-		reason := "sign"
+		var refused *refusalError
 		switch {
-		case errors.Is(err, ErrHalted):
-			reason = "duplicate_instance"
-		case errors.Is(err, ErrBlocked):
-			reason = "doppelganger"
+		case errors.As(err, &refused):
+			fail(StepRecorded, refused.reason, err)
+		default:
+			fail(StepRecorded, failureReason(err), err)
 		}
-		fail(reason, err)
 		return
 	}
-	step("partials_sent")
+	step(StepSent)
+}
+
+// finishDuty waits for the duty's deadline, closes its tracker record and shares it with the
+// peers. On shutdown the record is closed but not shared.
+func (n *Node) finishDuty(ctx context.Context, key dutyKey, log *slog.Logger) {
+	<-ctx.Done()
+	rec := n.tracker.Finish(key)
+	if rec.Reason == ReasonInsufficientPartials {
+		n.metrics.duties.WithLabelValues(key.Type, "failed", ReasonInsufficientPartials).Add(float64(rec.Validators - rec.Submitted))
+		log.Warn("Attester duty incomplete", "reason", rec.Reason, "submitted", rec.Submitted)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		n.shareRecord(context.WithoutCancel(ctx), rec)
+	}
+}
+
+// beaconReason tells a beacon node fault from a missed deadline.
+func beaconReason(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return ReasonLate
+	}
+	return ReasonBeaconError
+}
+
+// refusalError is returned when the slashing DB refused every validator of a duty.
+type refusalError struct {
+	reason string
+	rule   slashingdb.Rule
+}
+
+func (e *refusalError) Error() string {
+	return fmt.Sprintf("slashing protection refused every validator of the duty (rule %s)", e.rule)
+}
+
+// refusalReason maps a slashing DB rule to the tracker's reason list.
+func refusalReason(r slashingdb.Rule) string {
+	switch r {
+	case slashingdb.RuleStartupGuard:
+		return ReasonStartupGuard
+	case slashingdb.RuleUnknownValidator:
+		return ReasonUnknownValidator
+	}
+	return ReasonSlashingRefusal
 }
 
 // signAttestations checks and records every validator's attestation in the slashing DB in one
@@ -160,10 +208,14 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 		return fmt.Errorf("slashing DB: %w", err)
 	}
 	// The DB transaction has committed (fsync included): only now may partials exist.
+	n.tracker.Step(key, StepRecorded, time.Since(n.chain.SlotStart(key.Slot)))
 	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
+	var lastRule slashingdb.Rule
 	for i, v := range verdicts {
 		if !v.Allowed {
+			lastRule = v.Rule
 			n.metrics.slashingRefusals.WithLabelValues(string(v.Rule)).Inc()
+			n.tracker.Fail(key, StepRecorded, refusalReason(v.Rule), fmt.Errorf("validator %#x: %s: %s", signers[i].Pubkey, v.Rule, v.Detail))
 			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", signers[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
 			continue
 		}
@@ -171,7 +223,7 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: signers[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
 	}
 	if len(msg.Partials) == 0 {
-		return errors.New("slashing protection refused every validator of the duty")
+		return &refusalError{reason: refusalReason(lastRule), rule: lastRule}
 	}
 	n.metrics.partialsSent.Add(float64(len(msg.Partials)))
 	sigs, errs = n.agg.Add(key, n.id.ShareIndex, msg.Partials)

@@ -150,6 +150,8 @@ type Node struct {
 	fatal         chan error // errors that stop the node
 	dgState       string     // doppelganger decision, for /status
 
+	tracker *tracker
+
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
 }
@@ -182,6 +184,7 @@ func Run(ctx context.Context, cfg Config) error {
 		heads:   newHeadTracker(),
 		atts:    map[dutyKey]*attesterRun{},
 		submitQ: make(chan submission, 64),
+		tracker: newTracker(id.ShareIndex),
 		gate:    newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -274,6 +277,7 @@ func (n *Node) startNetwork(slotDuration time.Duration) error {
 	n.ex = p2p.NewExchange(n.host, n.peers, 2*time.Second, n.onPartials, n.log.With("component", "parsigex"))
 	n.guard = p2p.NewInstanceGuard(n.host, 2*time.Second, n.onDuplicate, n.log.With("component", "instance"))
 	n.serveDoppelganger()
+	n.serveTracker()
 	return nil
 }
 

@@ -48,6 +48,7 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 		n.prune(epoch)
 	}
 	n.agg.Trim(slot - min(slot, 2))
+	n.tracker.Trim(slot - min(slot, trackerKeepSlots))
 	n.trimRuns(slot - min(slot, 2))
 	var due []*attesterDuty
 	n.mu.Lock()
@@ -163,11 +164,13 @@ func (n *Node) runSubmitter(ctx context.Context) {
 			cancel()
 			if err != nil {
 				n.metrics.submitted.WithLabelValues(s.key.Type, "error").Add(float64(len(s.atts)))
-				n.metrics.duties.WithLabelValues(s.key.Type, "failed", "beacon_error").Add(float64(len(s.atts)))
+				n.metrics.duties.WithLabelValues(s.key.Type, "failed", ReasonBeaconError).Add(float64(len(s.atts)))
+				n.tracker.Fail(s.key, StepSubmitted, beaconReason(err), err)
 				n.log.Warn("Submission failed", "slot", s.key.Slot, "duty", s.key.Type, "count", len(s.atts), "err", err)
 				continue
 			}
 			n.metrics.submitted.WithLabelValues(s.key.Type, "ok").Add(float64(len(s.atts)))
+			n.tracker.Submitted(s.key, len(s.atts), time.Since(n.chain.SlotStart(s.key.Slot)))
 			n.metrics.duties.WithLabelValues(s.key.Type, "success", "").Add(float64(len(s.atts)))
 			n.metrics.stepSeconds.WithLabelValues(s.key.Type, "submitted").Observe(time.Since(n.chain.SlotStart(s.key.Slot)).Seconds())
 			n.log.Info("Attestations submitted", "slot", s.key.Slot, "duty", s.key.Type, "count", len(s.atts))
