@@ -16,5 +16,7 @@ COPY --from=build /out/dvmesh /usr/local/bin/dvmesh
 USER dvmesh
 VOLUME /data
 EXPOSE 3610 3620
+# Ready = slashing DB open, beacon node answering, quorum of peers, Raft leader (see /readyz).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s CMD ["/usr/local/bin/dvmesh", "health", "--monitoring-addr", "127.0.0.1:3620"]
 ENTRYPOINT ["/usr/local/bin/dvmesh"]
 CMD ["--help"]

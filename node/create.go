@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/herumi/bls-eth-go-binary/bls"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -28,6 +31,10 @@ type CreateOptions struct {
 	BasePort           int    // node i (1-based) listens on BasePort+i-1
 	Network            string
 	GenesisForkVersion string // 0x-hex, 4 bytes
+	// KDF is the keystores' EIP-2335 KDF: signing.KDFPBKDF2 (default) or signing.KDFScrypt.
+	KDF string
+	// Progress, when set, is called after each keystore written with the count done and the total.
+	Progress func(done, total int)
 	// P2PAddrs, when set, gives each node's libp2p multiaddr (one per node) instead of Host and
 	// BasePort: for clusters spread over machines.
 	P2PAddrs []string
@@ -103,12 +110,62 @@ func CreateCluster(o CreateOptions) (*lock.Lock, error) {
 	if err := l.Save(filepath.Join(o.OutDir, LockFileName)); err != nil {
 		return nil, err
 	}
+	if o.KDF == "" {
+		o.KDF = signing.KDFPBKDF2
+	}
+	var jobs []keystoreJob
 	for i := 0; i < o.Nodes; i++ {
-		if err := writeNodeDir(filepath.Join(o.OutDir, NodeDirName(i+1)), l, keys[i], shares, i); err != nil {
+		js, err := writeNodeDir(filepath.Join(o.OutDir, NodeDirName(i+1)), l, keys[i], shares, i)
+		if err != nil {
 			return nil, fmt.Errorf("node %d: %w", i+1, err)
 		}
+		jobs = append(jobs, js...)
+	}
+	if err := writeKeystores(jobs, o.KDF, o.Progress); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// keystoreJob is one keystore to encrypt and write.
+type keystoreJob struct {
+	path, password, description string
+	key                         *bls.SecretKey
+}
+
+// writeKeystores encrypts and writes the keystores on every core: the KDF is the cost of
+// creating a cluster (about 50 ms per keystore with PBKDF2, a second with scrypt).
+func writeKeystores(jobs []keystoreJob, kdf string, progress func(done, total int)) error {
+	work := make(chan keystoreJob)
+	errs := make(chan error, len(jobs))
+	var wg sync.WaitGroup
+	var done atomic.Int64
+	for w := 0; w < runtime.NumCPU(); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range work {
+				ks, err := signing.EncryptKeystoreKDF(j.key, j.password, j.description, kdf)
+				if err == nil {
+					err = signing.WriteKeystoreFile(j.path, ks)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", j.path, err)
+					continue
+				}
+				if d := done.Add(1); progress != nil {
+					progress(int(d), len(jobs))
+				}
+			}
+		}()
+	}
+	for _, j := range jobs {
+		work <- j
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs // nil when no job failed
 }
 
 // hexKey returns the group key as the public shares interpolate it, so that the lock's group
@@ -125,33 +182,30 @@ func hexKey(shares []*bls.SecretKey, threshold int) string {
 	return "0x" + hex.EncodeToString(gk)
 }
 
-func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.SecretKey, i int) error {
+// writeNodeDir writes node i's folder (lock, p2p key, password) and returns its keystores to write.
+func writeNodeDir(dir string, l *lock.Lock, key crypto.PrivKey, shares [][]*bls.SecretKey, i int) ([]keystoreJob, error) {
 	keysDir := filepath.Join(dir, KeysDirName)
 	if err := os.MkdirAll(keysDir, 0o700); err != nil {
-		return fmt.Errorf("create node directory: %w", err)
+		return nil, fmt.Errorf("create node directory: %w", err)
 	}
 	if err := l.Save(filepath.Join(dir, LockFileName)); err != nil {
-		return err
+		return nil, err
 	}
 	if err := p2p.SaveKey(filepath.Join(dir, P2PKeyFileName), key); err != nil {
-		return err
+		return nil, err
 	}
 	pw := make([]byte, 16)
 	if _, err := rand.Read(pw); err != nil {
-		return fmt.Errorf("password: %w", err)
+		return nil, fmt.Errorf("password: %w", err)
 	}
 	password := hex.EncodeToString(pw)
 	if err := os.WriteFile(filepath.Join(keysDir, PasswordFile), []byte(password+"\n"), 0o600); err != nil {
-		return fmt.Errorf("write password: %w", err)
+		return nil, fmt.Errorf("write password: %w", err)
 	}
+	jobs := make([]keystoreJob, len(shares))
 	for v := range shares {
-		ks, err := signing.EncryptKeystore(shares[v][i], password, fmt.Sprintf("dvmesh %s share %d of validator %s", l.Name, i+1, l.Validators[v].GroupPubkey))
-		if err != nil {
-			return err
-		}
-		if err := signing.WriteKeystoreFile(filepath.Join(keysDir, KeystoreFileName(v)), ks); err != nil {
-			return err
-		}
+		jobs[v] = keystoreJob{path: filepath.Join(keysDir, KeystoreFileName(v)), password: password, key: shares[v][i],
+			description: fmt.Sprintf("dvmesh %s share %d of validator %s", l.Name, i+1, l.Validators[v].GroupPubkey)}
 	}
-	return nil
+	return jobs, nil
 }

@@ -3,10 +3,14 @@ package node
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/herumi/bls-eth-go-binary/bls"
@@ -75,18 +79,20 @@ func LoadIdentity(lockPath, p2pKeyPath, keysDir string) (*Identity, error) {
 		PublicShares: map[phase0.BLSPubKey]map[uint64]*bls.PublicKey{},
 		GroupKeys:    map[phase0.BLSPubKey]*bls.PublicKey{},
 	}
+	// Decrypting is the slow part of starting (about 50 ms per PBKDF2 keystore): use every core.
+	keys, err := decryptAll(keysDir, len(l.Validators), password)
+	if err != nil {
+		return nil, err
+	}
 	for i, v := range l.Validators {
 		group, pubShares, err := parseValidator(v)
 		if err != nil {
 			return nil, fmt.Errorf("lock validator %d: %w", i, err)
 		}
-		path := filepath.Join(keysDir, KeystoreFileName(i))
-		sk, err := signing.ReadKeystoreFile(path, password)
-		if err != nil {
-			return nil, fmt.Errorf("key share of validator %d: %w", i, err)
-		}
+		sk := keys[i]
 		if !bytes.Equal(sk.GetPublicKey().Serialize(), pubShares[idx].Serialize()) {
-			return nil, fmt.Errorf("key share %s is not share %d of validator %s named in the lock", path, idx, v.GroupPubkey)
+			return nil, fmt.Errorf("key share %s is not share %d of validator %s named in the lock",
+				filepath.Join(keysDir, KeystoreFileName(i)), idx, v.GroupPubkey)
 		}
 		var gk phase0.BLSPubKey
 		copy(gk[:], group.Serialize())
@@ -131,4 +137,27 @@ func (id *Identity) Pubkeys() []phase0.BLSPubKey {
 		out = append(out, pk)
 	}
 	return out
+}
+
+// decryptAll decrypts keystore-0..n-1 in keysDir on every core.
+func decryptAll(keysDir string, n int, password string) ([]*bls.SecretKey, error) {
+	keys := make([]*bls.SecretKey, n)
+	errs := make([]error, n)
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.NumCPU(), n); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				sk, err := signing.ReadKeystoreFile(filepath.Join(keysDir, KeystoreFileName(i)), password)
+				if err != nil {
+					err = fmt.Errorf("key share of validator %d: %w", i, err)
+				}
+				keys[i], errs[i] = sk, err
+			}
+		}()
+	}
+	wg.Wait()
+	return keys, errors.Join(errs...)
 }

@@ -26,9 +26,23 @@ type Keystore struct {
 	Version     int            `json:"version"`
 }
 
+// KDFs of EIP-2335 keystores.
+const (
+	KDFPBKDF2 = "pbkdf2" // PBKDF2-SHA256, 2^18 rounds: ~50 ms and little memory per keystore here
+	KDFScrypt = "scrypt" // scrypt N=2^18: ~1 s and 256 MiB per keystore here; costlier to brute-force
+)
+
 // EncryptKeystore encrypts sk under password with the EIP-2335 PBKDF2-SHA256 KDF (2^18 rounds).
 func EncryptKeystore(sk *bls.SecretKey, password, description string) (*Keystore, error) {
-	crypto, err := keystorev4.New().Encrypt(sk.Serialize(), password)
+	return EncryptKeystoreKDF(sk, password, description, KDFPBKDF2)
+}
+
+// EncryptKeystoreKDF encrypts sk under password with the given EIP-2335 KDF.
+func EncryptKeystoreKDF(sk *bls.SecretKey, password, description, kdf string) (*Keystore, error) {
+	if kdf != KDFPBKDF2 && kdf != KDFScrypt {
+		return nil, fmt.Errorf("%w: unknown KDF %q (want %s or %s)", ErrBadKeystore, kdf, KDFPBKDF2, KDFScrypt)
+	}
+	crypto, err := keystorev4.New(keystorev4.WithCipher(kdf)).Encrypt(sk.Serialize(), password)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt keystore: %w", err)
 	}

@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dvmesh/dvmesh/node"
+	"github.com/dvmesh/dvmesh/signing"
 )
 
 func newCreateClusterCmd() *cobra.Command {
@@ -20,6 +22,16 @@ node: its keystores (EIP-2335) and password file, its libp2p identity and the cl
 The keys exist whole in this process for a moment: use it for test clusters and local setups.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			started := time.Now()
+			o.Progress = func(done, total int) {
+				if done%max(1, total/20) != 0 && done != total {
+					return
+				}
+				elapsed := time.Since(started)
+				eta := time.Duration(float64(elapsed) / float64(done) * float64(total-done))
+				fmt.Fprintf(cmd.ErrOrStderr(), "keystores: %d/%d written, %s elapsed, about %s left\n",
+					done, total, elapsed.Round(time.Second), eta.Round(time.Second))
+			}
 			l, err := node.CreateCluster(o)
 			if err != nil {
 				return err
@@ -29,7 +41,11 @@ The keys exist whole in this process for a moment: use it for test clusters and 
 			for i, op := range l.Operators {
 				fmt.Fprintf(cmd.OutOrStdout(), "  %s  peer %s  %s\n", node.NodeDirName(i+1), op.PeerID, op.Address)
 			}
-			for _, v := range l.Validators {
+			for i, v := range l.Validators {
+				if i == 10 {
+					fmt.Fprintf(cmd.OutOrStdout(), "  ... and %d more validators (see cluster-lock.json)\n", len(l.Validators)-10)
+					break
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "  validator %s\n", v.GroupPubkey)
 			}
 			return nil
@@ -46,6 +62,7 @@ The keys exist whole in this process for a moment: use it for test clusters and 
 	f.IntVar(&o.BasePort, "p2p-base-port", 3610, "TCP port of node 1; node i uses base+i-1")
 	f.StringVar(&o.Network, "network", "simnet", "network name recorded in the lock")
 	f.StringVar(&o.GenesisForkVersion, "genesis-fork-version", "0x10000000", "genesis fork version of the network (nodes refuse beacon nodes of another network)")
+	f.StringVar(&o.KDF, "keystore-kdf", signing.KDFPBKDF2, "EIP-2335 KDF: pbkdf2 (~50 ms per keystore here) or scrypt (~0.7 s and 256 MiB each, costlier to brute-force)")
 	f.StringSliceVar(&o.P2PAddrs, "p2p-addrs", nil, "libp2p multiaddr of each node, comma-separated (overrides --p2p-host and --p2p-base-port)")
 	return cmd
 }

@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCreateClusterCmd(), newRunCmd(), newRunLocalCmd(), newSlashingCmd(), newDutiesCmd())
+	root.AddCommand(newCreateClusterCmd(), newRunCmd(), newRunLocalCmd(), newSlashingCmd(), newDutiesCmd(), newSimBeaconCmd(), newHealthCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)

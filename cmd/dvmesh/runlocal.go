@@ -162,28 +162,9 @@ func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
 }
 
 func startSim(l *lock.Lock, o runLocalOpts) (*simbeacon.Sim, string, func(), error) {
-	var vals []phase0.BLSPubKey
-	for _, v := range l.Validators {
-		b, err := lock.DecodeHex(v.GroupPubkey, 48)
-		if err != nil {
-			return nil, "", nil, err
-		}
-		var pk phase0.BLSPubKey
-		copy(pk[:], b)
-		vals = append(vals, pk)
-	}
-	gfv, err := lock.DecodeHex(l.GenesisForkVersion, 4)
+	sim, err := newSim(l, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("lock genesis fork version: %w", err)
-	}
-	var version phase0.Version
-	copy(version[:], gfv)
-	sim, err := simbeacon.New(simbeacon.Config{
-		SlotDuration: o.slotDuration, SlotsPerEpoch: o.slotsPerEpoch, Validators: vals, GenesisForkVersion: version,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		return nil, "", nil, fmt.Errorf("simulated beacon node: %w", err)
+		return nil, "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -501,4 +482,31 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "    " + strings.Join(lines, "\n    ")
+}
+
+// newSim makes a simulated beacon node whose validators are the lock's.
+func newSim(l *lock.Lock, o runLocalOpts, log *slog.Logger) (*simbeacon.Sim, error) {
+	var vals []phase0.BLSPubKey
+	for _, v := range l.Validators {
+		b, err := lock.DecodeHex(v.GroupPubkey, 48)
+		if err != nil {
+			return nil, err
+		}
+		var pk phase0.BLSPubKey
+		copy(pk[:], b)
+		vals = append(vals, pk)
+	}
+	gfv, err := lock.DecodeHex(l.GenesisForkVersion, 4)
+	if err != nil {
+		return nil, fmt.Errorf("lock genesis fork version: %w", err)
+	}
+	var version phase0.Version
+	copy(version[:], gfv)
+	sim, err := simbeacon.New(simbeacon.Config{
+		SlotDuration: o.slotDuration, SlotsPerEpoch: o.slotsPerEpoch, Validators: vals, GenesisForkVersion: version, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("simulated beacon node: %w", err)
+	}
+	return sim, nil
 }
