@@ -295,3 +295,12 @@ func (n *Node) CaughtUp() bool {
 	commit, err := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
 	return err == nil && n.raft.AppliedIndex() >= commit
 }
+
+// ApplyLag is how many committed entries this node has not applied yet.
+func (n *Node) ApplyLag() uint64 {
+	commit, err := strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+	if applied := n.raft.AppliedIndex(); err == nil && commit > applied {
+		return commit - applied
+	}
+	return 0
+}

@@ -18,6 +18,10 @@ type metrics struct {
 	raftRole, raftTerm prometheus.Gauge
 	peersConnected     prometheus.Gauge
 	halted             prometheus.Gauge
+	leaderChanges      prometheus.Counter
+	applyLag           prometheus.Gauge
+	peerRTT            *prometheus.GaugeVec
+	dutiesExpected     *prometheus.CounterVec
 	doppelgangers      prometheus.Counter
 }
 
@@ -59,7 +63,19 @@ func newMetrics() *metrics {
 	m.partialsSent = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dvmesh_partials_signed_total", Help: "Partial signatures this node made (after its slashing DB recorded them).",
 	})
-	m.reg.MustRegister(m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
+	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dvmesh_raft_leader_changes_total", Help: "Raft leader changes this node observed.",
+	})
+	m.applyLag = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "dvmesh_raft_apply_lag", Help: "Committed Raft entries this node has not applied yet.",
+	})
+	m.peerRTT = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dvmesh_p2p_rtt_seconds", Help: "Round-trip time of a libp2p ping to each peer (share index).",
+	}, []string{"peer"})
+	m.dutiesExpected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dvmesh_duties_expected_total", Help: "Validator duties scheduled on this node, by type.",
+	}, []string{"type"})
+	m.reg.MustRegister(m.leaderChanges, m.applyLag, m.peerRTT, m.dutiesExpected, m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
 		m.raftRole, m.raftTerm, m.peersConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

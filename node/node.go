@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/dvmesh/dvmesh/consensus"
@@ -451,11 +452,13 @@ func InitSlashingDB(dataDir string, gvr phase0.Root, pubkeys []phase0.BLSPubKey)
 	return db.Register(pubkeys)
 }
 
-// observe refreshes gauges for peers and Raft until ctx ends.
+// observe refreshes gauges for peers and Raft, and pings every peer every few seconds, until
+// ctx ends.
 func (n *Node) observe(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	var lastLeader raft.ServerID
+	for tick := 0; ; tick++ {
 		connected := 0
 		for _, p := range n.peers {
 			if p != n.host.ID() && n.host.Network().Connectedness(p) == network.Connected {
@@ -463,17 +466,42 @@ func (n *Node) observe(ctx context.Context) {
 			}
 		}
 		n.metrics.peersConnected.Set(float64(connected))
-		role, term, _ := n.cons.State()
+		role, term, leader := n.cons.State()
 		n.metrics.raftTerm.Set(float64(term))
-		if role == consensus.RoleLeader {
-			n.metrics.raftRole.Set(1)
-		} else {
-			n.metrics.raftRole.Set(0)
+		n.metrics.raftRole.Set(map[bool]float64{true: 1}[role == consensus.RoleLeader])
+		if leader != lastLeader && leader != "" {
+			if lastLeader != "" {
+				n.metrics.leaderChanges.Inc()
+			}
+			lastLeader = leader
+		}
+		n.metrics.applyLag.Set(float64(n.cons.ApplyLag()))
+		if tick%5 == 0 {
+			n.pingPeers(ctx)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// pingPeers measures the round trip to every connected peer with libp2p's ping protocol.
+func (n *Node) pingPeers(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for i, p := range n.peers {
+		if p == n.host.ID() || n.host.Network().Connectedness(p) != network.Connected {
+			continue
+		}
+		select {
+		case res := <-ping.Ping(ctx, n.host, p):
+			if res.Error == nil {
+				n.metrics.peerRTT.WithLabelValues(fmt.Sprint(i + 1)).Set(res.RTT.Seconds())
+			}
+		case <-ctx.Done():
+			return
 		}
 	}
 }

@@ -61,6 +61,7 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	if len(due) == 0 {
 		return
 	}
+	n.metrics.dutiesExpected.WithLabelValues(dutyAttester).Add(float64(len(due)))
 	// An attestation is worth nothing after its slot: that is its deadline.
 	dctx, cancel := context.WithDeadline(ctx, chain.SlotStart(slot+1))
 	wg.Add(1)
