@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
@@ -100,10 +101,6 @@ func (a *aggregator) Expect(k dutyKey, roots map[phase0.BLSPubKey]phase0.Root) (
 // this completes and an error per partial it refused. Peer input never panics it.
 func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]fullSig, []error) {
 	var errs []error
-	type checked struct {
-		pk  phase0.BLSPubKey
-		sig []byte
-	}
 	a.mu.Lock()
 	s := a.state(k)
 	if s.roots == nil {
@@ -120,19 +117,27 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	roots := s.roots
 	a.mu.Unlock()
 
-	// Verify outside the lock: a pairing costs about a millisecond.
-	var good []checked
+	// Verify outside the lock, in one randomised batch per signing root (every attester of a
+	// slot signs the same root since Electra).
+	var checked []signed
 	for _, p := range partials {
-		pk, err := a.verify(roots, from, p)
+		c, err := a.parse(roots, from, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: partial of share %d: %w", k, from, err))
 			continue
 		}
-		good = append(good, checked{pk: pk, sig: p.Signature})
+		checked = append(checked, c)
+	}
+	good, bad := verifyBatches(checked)
+	for _, c := range bad {
+		errs = append(errs, fmt.Errorf("%s: partial of share %d for %#x: %w", k, from, c.pk, signing.ErrVerify))
 	}
 
-	var ready []phase0.BLSPubKey
-	snapshots := map[phase0.BLSPubKey]map[uint64][]byte{}
+	type ready struct {
+		pk       phase0.BLSPubKey
+		partials map[uint64][]byte
+	}
+	var complete []ready
 	a.mu.Lock()
 	for _, c := range good {
 		if s.done[c.pk] {
@@ -143,73 +148,114 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 			m = map[uint64][]byte{}
 			s.partials[c.pk] = m
 		}
-		m[from] = c.sig
+		m[from] = c.raw
 		if len(m) >= a.threshold {
 			s.done[c.pk] = true
-			ready = append(ready, c.pk)
-			snap := make(map[uint64][]byte, len(m))
-			for i, b := range m {
-				snap[i] = b
-			}
-			snapshots[c.pk] = snap
+			complete = append(complete, ready{pk: c.pk, partials: maps.Clone(m)})
 		}
 	}
 	a.mu.Unlock()
 
-	var out []fullSig
-	for _, pk := range ready {
-		fs, err := a.recover(pk, roots[pk], snapshots[pk])
+	// Recover, then check the recovered signatures against their group keys, batched per root.
+	var recovered []signed
+	for _, r := range complete {
+		b, err := signing.RecoverSignature(r.partials, a.threshold)
+		var sig *bls.Sign
+		if err == nil {
+			sig, err = signing.ParseSignature(b)
+		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			errs = append(errs, fmt.Errorf("%s: recover %#x: %w", k, r.pk, err))
 			continue
 		}
+		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig, raw: b})
+	}
+	valid, invalid := verifyBatches(recovered)
+	for _, c := range invalid {
+		errs = append(errs, fmt.Errorf("%s: recovered signature of %#x does not verify under the group key", k, c.pk))
+	}
+	out := make([]fullSig, 0, len(valid))
+	for _, c := range valid {
+		fs := fullSig{Pubkey: c.pk}
+		copy(fs.Signature[:], c.raw)
 		out = append(out, fs)
 	}
 	return out, errs
 }
 
-func (a *aggregator) verify(roots map[phase0.BLSPubKey]phase0.Root, from uint64, p p2p.Partial) (phase0.BLSPubKey, error) {
+// signed is a parsed signature with the key and root it must verify under.
+type signed struct {
+	pk   phase0.BLSPubKey
+	root phase0.Root
+	key  *bls.PublicKey
+	sig  *bls.Sign
+	raw  []byte
+}
+
+// parse checks a partial's form against what this node expects and resolves the sender's
+// public share; it does not verify the signature.
+func (a *aggregator) parse(roots map[phase0.BLSPubKey]phase0.Root, from uint64, p p2p.Partial) (signed, error) {
 	var pk phase0.BLSPubKey
 	if len(p.GroupPubkey) != len(pk) {
-		return pk, fmt.Errorf("group key of %d bytes", len(p.GroupPubkey))
+		return signed{}, fmt.Errorf("group key of %d bytes", len(p.GroupPubkey))
 	}
 	copy(pk[:], p.GroupPubkey)
 	root, ok := roots[pk]
 	if !ok {
-		return pk, fmt.Errorf("validator %#x has no part in this duty here", pk)
+		return signed{}, fmt.Errorf("validator %#x has no part in this duty here", pk)
 	}
 	if !bytes.Equal(p.SigningRoot, root[:]) {
-		return pk, fmt.Errorf("signed root %#x, this node expects %#x", p.SigningRoot, root)
+		return signed{}, fmt.Errorf("signed root %#x, this node expects %#x", p.SigningRoot, root)
 	}
 	share, ok := a.publicShares[pk][from]
 	if !ok {
-		return pk, fmt.Errorf("no public share %d", from)
+		return signed{}, fmt.Errorf("no public share %d", from)
 	}
 	sig, err := signing.ParseSignature(p.Signature)
 	if err != nil {
-		return pk, err
+		return signed{}, err
 	}
-	if !sig.VerifyByte(share, root[:]) {
-		return pk, fmt.Errorf("%w: under public share %d", signing.ErrVerify, from)
-	}
-	return pk, nil
+	return signed{pk: pk, root: root, key: share, sig: sig, raw: p.Signature}, nil
 }
 
-func (a *aggregator) recover(pk phase0.BLSPubKey, root phase0.Root, partials map[uint64][]byte) (fullSig, error) {
-	b, err := signing.RecoverSignature(partials, a.threshold)
-	if err != nil {
-		return fullSig{}, err
+// verifyBatches splits cs into valid and invalid signatures with one randomised batch check per
+// signing root, bisecting only a batch that fails.
+func verifyBatches(cs []signed) (valid, invalid []signed) {
+	byRoot := map[phase0.Root][]signed{}
+	var order []phase0.Root
+	for _, c := range cs {
+		if _, ok := byRoot[c.root]; !ok {
+			order = append(order, c.root)
+		}
+		byRoot[c.root] = append(byRoot[c.root], c)
 	}
-	sig, err := signing.ParseSignature(b)
-	if err != nil {
-		return fullSig{}, err
+	for _, root := range order {
+		group := byRoot[root]
+		pubs := make([]*bls.PublicKey, len(group))
+		sigs := make([]*bls.Sign, len(group))
+		for i, c := range group {
+			pubs[i], sigs[i] = c.key, c.sig
+		}
+		bad := map[int]bool{}
+		if !signing.BatchVerifySameMessage(pubs, sigs, root[:]) {
+			for _, i := range signing.InvalidSameMessage(pubs, sigs, root[:]) {
+				bad[i] = true
+			}
+			if len(bad) == 0 { // the batch failed but no part did: refuse on doubt
+				for i := range group {
+					bad[i] = true
+				}
+			}
+		}
+		for i, c := range group {
+			if bad[i] {
+				invalid = append(invalid, c)
+			} else {
+				valid = append(valid, c)
+			}
+		}
 	}
-	if !sig.VerifyByte(a.groupKeys[pk], root[:]) {
-		return fullSig{}, fmt.Errorf("recovered signature of %#x does not verify under the group key", pk)
-	}
-	fs := fullSig{Pubkey: pk}
-	copy(fs.Signature[:], b)
-	return fs, nil
+	return valid, invalid
 }
 
 // Trim forgets duties before slot.
