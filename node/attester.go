@@ -52,6 +52,7 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 	key := dutyKey{Slot: slot, Type: dutyAttester}
 	log := n.log.With("slot", slot, "duty", dutyAttester, "validators", len(duties))
 	n.tracker.Start(key, len(duties))
+	n.recordDutyStart(key, duties)
 	defer n.finishDuty(ctx, key, log)
 	step := func(name string) {
 		d := time.Since(start)
@@ -61,6 +62,7 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 	fail := func(step, reason string, err error) {
 		n.metrics.duties.WithLabelValues(dutyAttester, "failed", reason).Add(float64(len(duties)))
 		n.tracker.Fail(key, step, reason, err)
+		n.recordDutyFailure(key, duties, reason, err)
 		log.Warn("Attester duty failed", "step", step, "reason", reason, "err", err)
 	}
 

@@ -152,6 +152,7 @@ type Node struct {
 	dgState       string     // doppelganger decision, for /status
 
 	tracker *tracker
+	ring    *dutyRing // per-validator outcomes of recent duties, for the status page
 
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
@@ -185,8 +186,8 @@ func Run(ctx context.Context, cfg Config) error {
 		heads:   newHeadTracker(),
 		atts:    map[dutyKey]*attesterRun{},
 		submitQ: make(chan submission, 64),
-		tracker: newTracker(id.ShareIndex),
-		gate:    newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
+		tracker: newTracker(id.ShareIndex), ring: newDutyRing(defaultDutyRingSize),
+		gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -163,6 +163,7 @@ func (n *Node) runSubmitter(ctx context.Context) {
 			sctx, cancel := context.WithDeadline(ctx, n.chain.SlotStart(s.key.Slot+1))
 			err := n.beacon.SubmitAttestations(sctx, s.atts)
 			cancel()
+			n.recordSubmission(s.key, s.atts, err)
 			if err != nil {
 				n.metrics.submitted.WithLabelValues(s.key.Type, "error").Add(float64(len(s.atts)))
 				n.metrics.duties.WithLabelValues(s.key.Type, "failed", ReasonBeaconError).Add(float64(len(s.atts)))
