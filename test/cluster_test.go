@@ -277,7 +277,9 @@ func TestCluster_InvalidDecidedValueNeverRecorded(t *testing.T) {
 	c.start(func(b node.Beacon) node.Beacon { return lyingBeacon{b} })
 	genesis := c.waitReadyAndStart()
 	waitSlotsEnded(genesis, 4*testSlotsPerEpoch)
+	time.Sleep(time.Second) // records are shared with the peers after each duty's deadline
 	st := c.sim.Stats()
+	checkTrackerReasons(t, c.monitoring[0])
 	c.stop()
 	if st.Totals.Wrong != 0 {
 		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
@@ -400,5 +402,38 @@ func TestCluster_DuplicateInstanceHalts(t *testing.T) {
 		if got := epochCounts(st, e); got.Correct != 4 || got.Expected != 4 {
 			t.Errorf("epoch %d after the halt: %d of %d correct", e, got.Correct, got.Expected)
 		}
+	}
+}
+
+// checkTrackerReasons reads node 1's cluster-wide duty records: the duties of epochs 1 and 2
+// failed at validation with reason invalid_decided on every node, and those of epoch 3 succeeded.
+func checkTrackerReasons(t *testing.T, monitoring string) {
+	t.Helper()
+	resp, err := http.Get("http://" + monitoring + "/duties")
+	if err != nil {
+		t.Fatalf("duties: %v", err)
+	}
+	defer resp.Body.Close()
+	var recs []node.DutyRecord
+	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[uint64]bool{}
+	for _, r := range recs {
+		nodes[r.Node] = true
+		switch epoch := r.Slot / testSlotsPerEpoch; {
+		case r.Result == "running":
+		case epoch == 1 || epoch == 2:
+			if r.Result != "failed" || r.Reason != node.ReasonInvalidDecided || r.FailedStep != node.StepValidate {
+				t.Errorf("slot %d node %d: %s/%s at %s, want failed/invalid_decided at validate", r.Slot, r.Node, r.Result, r.Reason, r.FailedStep)
+			}
+		case epoch == 3:
+			if r.Result != "success" {
+				t.Errorf("slot %d node %d: %s (%s), want success", r.Slot, r.Node, r.Result, r.Reason)
+			}
+		}
+	}
+	if len(nodes) != 4 {
+		t.Errorf("cluster-wide view has records of %d nodes, want 4", len(nodes))
 	}
 }
