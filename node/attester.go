@@ -66,6 +66,10 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 		log.Warn("Attester duty failed", "step", step, "reason", reason, "err", err)
 	}
 
+	if reason := n.haltedReason(); reason != "" {
+		fail(StepFetch, ReasonDuplicateInstance, fmt.Errorf("%w: %s", ErrHalted, reason))
+		return
+	}
 	// Attest once the slot's head block is seen, at the latest at one third of the slot.
 	n.heads.Wait(ctx, slot, start.Add(chain.SlotDuration/3))
 	if ctx.Err() != nil {

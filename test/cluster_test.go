@@ -394,6 +394,9 @@ func TestCluster_DuplicateInstanceHalts(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	waitSlotsEnded(genesis, 5*testSlotsPerEpoch)
+	if got := reasonsOf(duties(t, c.monitoring[1]), 2); !got[node.ReasonDuplicateInstance] {
+		t.Errorf("halted node's duty records give reasons %v, want duplicate_instance", got)
+	}
 	st := c.sim.Stats()
 	if st.Totals.Wrong != 0 {
 		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
@@ -405,9 +408,8 @@ func TestCluster_DuplicateInstanceHalts(t *testing.T) {
 	}
 }
 
-// checkTrackerReasons reads node 1's cluster-wide duty records: the duties of epochs 1 and 2
-// failed at validation with reason invalid_decided on every node, and those of epoch 3 succeeded.
-func checkTrackerReasons(t *testing.T, monitoring string) {
+// duties reads a node's duty records (its own and its peers').
+func duties(t *testing.T, monitoring string) []node.DutyRecord {
 	t.Helper()
 	resp, err := http.Get("http://" + monitoring + "/duties")
 	if err != nil {
@@ -418,6 +420,25 @@ func checkTrackerReasons(t *testing.T, monitoring string) {
 	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil {
 		t.Fatal(err)
 	}
+	return recs
+}
+
+// reasonsOf returns the failure reasons node reported in its records.
+func reasonsOf(recs []node.DutyRecord, nodeIdx uint64) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range recs {
+		if r.Node == nodeIdx && r.Reason != "" {
+			out[r.Reason] = true
+		}
+	}
+	return out
+}
+
+// checkTrackerReasons reads node 1's cluster-wide duty records: the duties of epochs 1 and 2
+// failed at validation with reason invalid_decided on every node, and those of epoch 3 succeeded.
+func checkTrackerReasons(t *testing.T, monitoring string) {
+	t.Helper()
+	recs := duties(t, monitoring)
 	nodes := map[uint64]bool{}
 	for _, r := range recs {
 		nodes[r.Node] = true

@@ -78,6 +78,9 @@ func TestCluster_DoppelgangerCaughtAtColdStart(t *testing.T) {
 			t.Errorf("epoch %d: %d of %d correct, want the 3 honest validators", e, got.Correct, got.Expected)
 		}
 	}
+	if got := reasonsOf(duties(t, c.monitoring[0]), 1); !got[node.ReasonDoppelganger] && !got[node.ReasonStartupGuard] {
+		t.Errorf("node 1's records give reasons %v, want the start-up guard and doppelganger wait of a cold start", got)
+	}
 	for i := 1; i <= 4; i++ {
 		if got := metric(t, c.monitoring[i-1], "dvmesh_doppelgangers_detected_total"); got != 1 {
 			t.Errorf("node %d detected %v doppelgangers, want 1", i, got)
@@ -113,6 +116,9 @@ func TestCluster_RestartedNodeJoinsWarm(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	waitSlotsEnded(genesis, 3*testSlotsPerEpoch)
+	if got := reasonsOf(duties(t, c.monitoring[2]), 3); !got[node.ReasonStartupGuard] {
+		t.Errorf("restarted node's records give reasons %v, want startup_guard for the epoch it restarted in", got)
+	}
 	if got := metric(t, c.monitoring[2], "dvmesh_partials_signed_total"); got < 4 {
 		t.Errorf("restarted node signed %v partials in epoch 2, want all 4 validators'", got)
 	}
