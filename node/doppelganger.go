@@ -213,12 +213,14 @@ func (n *Node) checkLiveness(ctx context.Context, cold []phase0.BLSPubKey, epoch
 		if !isLive || !ok {
 			continue
 		}
+		if !n.markDoppelganger(pk) {
+			continue // already refused
+		}
 		reason := fmt.Sprintf("DOPPELGANGER: validator %#x (index %d) was live in epoch %d while this cluster did not sign: "+
 			"another machine signs with this key; refusing to sign for it", pk, idx, epoch)
 		n.gate.set(pk, reason)
 		n.metrics.doppelgangers.Inc()
 		n.log.Error("Doppelganger detected: refusing to sign", "pubkey", fmt.Sprintf("%#x", pk), "validator_index", idx, "epoch", epoch)
-		n.markDoppelganger(pk)
 	}
 	if n.allDoppelgangers() {
 		select {
@@ -229,10 +231,15 @@ func (n *Node) checkLiveness(ctx context.Context, cold []phase0.BLSPubKey, epoch
 	return true
 }
 
-func (n *Node) markDoppelganger(pk phase0.BLSPubKey) {
+// markDoppelganger records pk as live elsewhere and reports whether that is news.
+func (n *Node) markDoppelganger(pk phase0.BLSPubKey) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.doppelgangers[pk] {
+		return false
+	}
 	n.doppelgangers[pk] = true
+	return true
 }
 
 func (n *Node) isDoppelganger(pk phase0.BLSPubKey) bool {
