@@ -80,3 +80,36 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// beaconCollector exports the redundant beacon client's per-node health at each scrape.
+type beaconCollector struct {
+	stats                func() []BeaconStat
+	up, errors, duration *prometheus.Desc
+}
+
+func newBeaconCollector(stats func() []BeaconStat) *beaconCollector {
+	return &beaconCollector{
+		stats:    stats,
+		up:       prometheus.NewDesc("dvmesh_beacon_node_up", "1 when the beacon node is healthy (answering, synced, not behind).", []string{"url"}, nil),
+		errors:   prometheus.NewDesc("dvmesh_beacon_node_errors_total", "Failed requests to the beacon node.", []string{"url"}, nil),
+		duration: prometheus.NewDesc("dvmesh_beacon_node_latency_seconds", "Latency of the beacon node's last answer.", []string{"url"}, nil),
+	}
+}
+
+func (c *beaconCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.errors
+	ch <- c.duration
+}
+
+func (c *beaconCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.stats() {
+		up := 0.0
+		if s.Healthy {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, s.URL)
+		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(s.Errors), s.URL)
+		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, s.LastLatency.Seconds(), s.URL)
+	}
+}

@@ -92,7 +92,12 @@ type peerView struct {
 
 // beaconView is one configured beacon node; URL has credentials and query removed.
 type beaconView struct {
-	URL string
+	URL     string
+	Healthy bool
+	Reason  string
+	Errors  uint64
+	Latency time.Duration
+	Known   bool // health is known (redundant beacon client)
 }
 
 // beaconProbe is the outcome of one cheap question to the beacon node: its head slot once the
@@ -263,7 +268,7 @@ func (m *monitor) view(ctx context.Context) nodeView {
 		}
 		v.Peers = append(v.Peers, p)
 	}
-	v.Beacons = beaconViews(n.cfg)
+	v.Beacons = beaconViews(n.cfg, n.beaconStats())
 	v.Beacon = m.probeBeacon(ctx)
 
 	n.mu.Lock()
@@ -324,8 +329,14 @@ func (m *monitor) probeBeacon(ctx context.Context) beaconProbe {
 // /eth/v1/beacon/genesis (404 means not yet, as the beacon API specifies).
 func (m *monitor) genesisKnown(ctx context.Context) (bool, error) {
 	cfg := m.n.cfg
-	if cfg.Beacon != nil {
-		_, err := cfg.Beacon.Chain(ctx)
+	m.n.mu.Lock()
+	dialled := m.n.beacon
+	m.n.mu.Unlock()
+	if dialled == nil {
+		dialled = cfg.Beacon
+	}
+	if dialled != nil {
+		_, err := dialled.Chain(ctx)
 		switch {
 		case err == nil:
 			return true, nil
@@ -335,21 +346,22 @@ func (m *monitor) genesisKnown(ctx context.Context) (bool, error) {
 			return false, err
 		}
 	}
-	if cfg.BeaconURL == "" {
+	if len(cfg.BeaconURLs) == 0 {
 		return false, errors.New("no beacon node configured")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(cfg.BeaconURL, "/")+"/eth/v1/beacon/genesis", nil)
+	first := cfg.BeaconURLs[0]
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(first, "/")+"/eth/v1/beacon/genesis", nil)
 	if err != nil {
-		return false, fmt.Errorf("beacon URL %s: %w", displayURL(cfg.BeaconURL), err)
+		return false, fmt.Errorf("beacon URL %s: %w", displayURL(first), err)
 	}
 	resp, err := m.client.Do(req)
 	if err != nil {
 		// The error names the URL; drop credentials it may carry.
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
-			return false, fmt.Errorf("genesis from %s: %w", displayURL(cfg.BeaconURL), uerr.Err)
+			return false, fmt.Errorf("genesis from %s: %w", displayURL(first), uerr.Err)
 		}
-		return false, fmt.Errorf("genesis from %s: %w", displayURL(cfg.BeaconURL), err)
+		return false, fmt.Errorf("genesis from %s: %w", displayURL(first), err)
 	}
 	resp.Body.Close()
 	switch resp.StatusCode {
@@ -358,7 +370,7 @@ func (m *monitor) genesisKnown(ctx context.Context) (bool, error) {
 	case http.StatusNotFound:
 		return false, nil
 	default:
-		return false, fmt.Errorf("genesis from %s: HTTP %s", displayURL(cfg.BeaconURL), resp.Status)
+		return false, fmt.Errorf("genesis from %s: HTTP %s", displayURL(first), resp.Status)
 	}
 }
 
@@ -373,21 +385,39 @@ func isNotFound(err error) bool {
 	return errors.As(err, &v) && v.StatusCode == http.StatusNotFound
 }
 
-// beaconViews lists the configured beacon node(s) for display.
-func beaconViews(cfg Config) []beaconView {
-	if cfg.BeaconURL == "" {
+// beaconViews lists the configured beacon node(s) for display, with their health when known.
+func beaconViews(cfg Config, stats []BeaconStat) []beaconView {
+	if len(stats) > 0 {
+		out := make([]beaconView, len(stats))
+		for i, s := range stats {
+			out[i] = beaconView{URL: s.URL, Healthy: s.Healthy, Reason: s.Reason, Errors: s.Errors, Latency: s.LastLatency, Known: true}
+		}
+		return out
+	}
+	if len(cfg.BeaconURLs) == 0 {
 		if cfg.Beacon != nil {
 			return []beaconView{{URL: "(in-process beacon client)"}}
 		}
 		return nil
 	}
 	var out []beaconView
-	for _, u := range strings.Split(cfg.BeaconURL, ",") {
+	for _, u := range cfg.BeaconURLs {
 		if u = strings.TrimSpace(u); u != "" {
 			out = append(out, beaconView{URL: displayURL(u)})
 		}
 	}
 	return out
+}
+
+// beaconStats returns the redundant beacon client's per-node health, if there is one.
+func (n *Node) beaconStats() []BeaconStat {
+	n.mu.Lock()
+	mb := n.beacons
+	n.mu.Unlock()
+	if mb == nil {
+		return nil
+	}
+	return mb.Stats()
 }
 
 // displayURL returns raw without its password, query and fragment (which may carry API keys);

@@ -225,7 +225,7 @@ func TestMonitor_GenesisProbeHTTP(t *testing.T) {
 		w.WriteHeader(int(status.Load()))
 	}))
 	defer srv.Close()
-	m := &monitor{n: &Node{cfg: Config{BeaconURL: srv.URL + "/"}}, client: srv.Client()}
+	m := &monitor{n: &Node{cfg: Config{BeaconURLs: []string{srv.URL + "/"}}}, client: srv.Client()}
 	ctx := context.Background()
 
 	p := m.probeBeacon(ctx)
@@ -249,7 +249,7 @@ func TestMonitor_GenesisProbeHTTP(t *testing.T) {
 		t.Fatalf("500: known %v err %v", known, err)
 	}
 	srv.Close()
-	m.n.cfg.BeaconURL = strings.Replace(srv.URL, "http://", "http://user:secretpw@", 1) + "/?apikey=secrettoken"
+	m.n.cfg.BeaconURLs = []string{strings.Replace(srv.URL, "http://", "http://user:secretpw@", 1) + "/?apikey=secrettoken"}
 	known, err := m.genesisKnown(ctx)
 	if known || err == nil {
 		t.Fatalf("dead server: known %v err %v", known, err)
@@ -311,7 +311,7 @@ func TestMonitor_DisplayURL(t *testing.T) {
 			t.Errorf("displayURL(%q) = %q, want %q", in, got, want)
 		}
 	}
-	if got := beaconViews(Config{BeaconURL: "http://a:1, http://b:2"}); len(got) != 2 || got[1].URL != "http://b:2" {
+	if got := beaconViews(Config{BeaconURLs: []string{"http://a:1", " http://b:2"}}, nil); len(got) != 2 || got[1].URL != "http://b:2" {
 		t.Errorf("beaconViews = %+v", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,12 +33,14 @@ import (
 
 // Config is one node's configuration. Paths left empty default to files in NodeDir.
 type Config struct {
-	NodeDir        string // folder written by create-cluster for this node
-	LockFile       string
-	P2PKeyFile     string
-	KeysDir        string
-	DataDir        string // Raft log, slashing DB; locked against a second process
-	BeaconURL      string
+	NodeDir    string // folder written by create-cluster for this node
+	LockFile   string
+	P2PKeyFile string
+	KeysDir    string
+	DataDir    string // Raft log, slashing DB; locked against a second process
+	// BeaconURLs are this node's beacon nodes, ideally of different clients: reads go to the
+	// healthiest with a hedged request to the next, submissions to all (see MultiBeacon).
+	BeaconURLs     []string
 	P2PListen      string // multiaddr; default: this operator's address in the lock
 	MonitoringAddr string // host:port for /metrics, /readyz, /status; empty disables
 	BeaconTimeout  time.Duration
@@ -93,11 +96,13 @@ func (c *Config) setDefaults() error {
 		return errors.New("setting data-dir is not set: give the folder for the Raft log and slashing DB (or set node-dir)")
 	}
 	if c.Beacon == nil {
-		if c.BeaconURL == "" {
-			return errors.New("setting beacon-url is not set: give the beacon node's REST API URL, e.g. http://127.0.0.1:5052")
+		if len(c.BeaconURLs) == 0 {
+			return errors.New("setting beacon-url is not set: give the beacon node's REST API URL, e.g. http://127.0.0.1:5052 (repeat it, or comma-separate, for redundant beacon nodes)")
 		}
-		if u, err := url.Parse(c.BeaconURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("setting beacon-url %q is not an http(s) URL: use e.g. http://127.0.0.1:5052", c.BeaconURL)
+		for _, raw := range c.BeaconURLs {
+			if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("setting beacon-url %q is not an http(s) URL: use e.g. http://127.0.0.1:5052", displayURL(raw))
+			}
 		}
 	}
 	if c.P2PListen != "" {
@@ -154,6 +159,8 @@ type Node struct {
 	tracker *tracker
 	ring    *dutyRing // per-validator outcomes of recent duties, for the status page
 
+	beacons *MultiBeacon // the HTTP beacon nodes, unless Config.Beacon replaced them
+
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
 }
@@ -190,7 +197,12 @@ func Run(ctx context.Context, cfg Config) error {
 		gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer func() {
+		cancel()
+		if n.beacons != nil {
+			n.beacons.Wait()
+		}
+	}()
 	b, slotDuration, err := n.dialBeacon(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -198,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return err
 	}
+	n.metrics.reg.MustRegister(newBeaconCollector(n.beaconStats))
 	if err := n.startNetwork(slotDuration); err != nil {
 		return err
 	}
@@ -312,24 +325,28 @@ func (n *Node) haltedReason() string {
 // dialBeacon connects to the beacon node and reads the chain's slot duration, which the spec
 // serves before genesis, so that Raft is scaled to the slot before the chain starts.
 func (n *Node) dialBeacon(ctx context.Context) (Beacon, time.Duration, error) {
+	b := n.cfg.Beacon
+	if b == nil {
+		mb, err := NewMultiBeacon(ctx, n.cfg.BeaconURLs, n.cfg.BeaconTimeout, n.log.With("component", "beacon"))
+		if err != nil {
+			return nil, 0, err
+		}
+		n.mu.Lock()
+		n.beacons = mb
+		n.mu.Unlock()
+		b = mb
+	}
+	n.mu.Lock()
+	n.beacon = b
+	n.mu.Unlock()
 	logged := false
 	for {
-		var (
-			b   = n.cfg.Beacon
-			d   time.Duration
-			err error
-		)
-		if b == nil {
-			b, err = DialBeacon(ctx, n.cfg.BeaconURL, n.cfg.BeaconTimeout)
-		}
-		if err == nil {
-			d, err = b.SlotDuration(ctx)
-		}
+		d, err := b.SlotDuration(ctx)
 		if err == nil {
 			return b, d, nil
 		}
 		if !logged {
-			n.log.Info("Waiting for the beacon node", "beacon", n.cfg.BeaconURL, "err", err)
+			n.log.Info("Waiting for the beacon node", "beacon", n.beaconNames(), "err", err)
 			logged = true
 		}
 		select {
@@ -338,6 +355,18 @@ func (n *Node) dialBeacon(ctx context.Context) (Beacon, time.Duration, error) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// beaconNames is the configured beacon nodes, without credentials, for logs and errors.
+func (n *Node) beaconNames() string {
+	if n.cfg.Beacon != nil && len(n.cfg.BeaconURLs) == 0 {
+		return "(in-process beacon client)"
+	}
+	names := make([]string, len(n.cfg.BeaconURLs))
+	for i, u := range n.cfg.BeaconURLs {
+		names[i] = displayURL(u)
+	}
+	return strings.Join(names, ", ")
 }
 
 // connectChain waits for the chain's genesis, checks the network, opens the slashing DB bound to
@@ -362,7 +391,7 @@ func (n *Node) connectChain(ctx context.Context, b Beacon) error {
 	}
 	if want := n.id.Lock.GenesisForkVersion; want != "" && want != fmt.Sprintf("%#x", chain.GenesisForkVersion[:]) {
 		return fmt.Errorf("beacon node %s is on the network with genesis fork version %#x, the cluster lock's is %s",
-			n.cfg.BeaconURL, chain.GenesisForkVersion[:], want)
+			n.beaconNames(), chain.GenesisForkVersion[:], want)
 	}
 	if err := checkClock(ctx, b, chain, time.Now()); err != nil {
 		return err

@@ -130,7 +130,7 @@ func (c *cluster) startNode(i int) {
 		logOut = os.Stderr
 	}
 	cfg := node.Config{
-		NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURL: c.url, MonitoringAddr: c.monitoring[i-1],
+		NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURLs: []string{c.url}, MonitoringAddr: c.monitoring[i-1],
 		DoppelgangerEpochs: c.doppelgangerEpochs,
 		Logger:             slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", i),
 	}
@@ -368,7 +368,7 @@ func TestCluster_DuplicateInstanceHalts(t *testing.T) {
 	dupDone := make(chan error, 1)
 	go func() {
 		dupDone <- node.Run(ctx, node.Config{
-			NodeDir: c.nodeDir(2), DataDir: filepath.Join(c.dir, "duplicate"), BeaconURL: c.url,
+			NodeDir: c.nodeDir(2), DataDir: filepath.Join(c.dir, "duplicate"), BeaconURLs: []string{c.url},
 			P2PListen: fmt.Sprintf("/ip4/%s/tcp/%s", host, port), MonitoringAddr: dupMonitoring,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})

@@ -66,15 +66,14 @@ func applySettings(cmd *cobra.Command, configPath string) error {
 	return err
 }
 
-// setFromYAML sets a flag from a YAML value; a list sets a repeatable flag once per element.
+// setFromYAML sets a flag from a YAML value; a list is given to a list flag comma-separated.
 func setFromYAML(flags *pflag.FlagSet, name string, v any) error {
 	if list, ok := v.([]any); ok {
-		for _, e := range list {
-			if err := flags.Set(name, fmt.Sprint(e)); err != nil {
-				return err
-			}
+		parts := make([]string, len(list))
+		for i, e := range list {
+			parts[i] = fmt.Sprint(e)
 		}
-		return nil
+		return flags.Set(name, strings.Join(parts, ","))
 	}
 	if v == nil {
 		return fmt.Errorf("empty value")

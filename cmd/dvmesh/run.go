@@ -38,7 +38,7 @@ environment, which beats the file.`,
 	f.StringVar(&cfg.P2PKeyFile, "p2p-key", "", "libp2p identity key (default <node-dir>/p2p-key)")
 	f.StringVar(&cfg.KeysDir, "keys-dir", "", "EIP-2335 key share keystores and password.txt (default <node-dir>/validator_keys)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "Raft log and slashing-protection DB (default <node-dir>/data)")
-	f.StringVar(&cfg.BeaconURL, "beacon-url", "", "beacon node API URL")
+	f.StringSliceVar(&cfg.BeaconURLs, "beacon-url", nil, "beacon node API URL; repeat or comma-separate for redundant beacon nodes (ideally different clients)")
 	f.StringVar(&cfg.P2PListen, "p2p-listen", "", "libp2p listen multiaddr (default: this operator's address in the lock)")
 	f.StringVar(&cfg.MonitoringAddr, "monitoring-addr", "127.0.0.1:3620", "address for /metrics, /readyz and /status (empty disables)")
 	f.DurationVar(&cfg.BeaconTimeout, "beacon-timeout", 0, "beacon node request timeout (default 10s)")
