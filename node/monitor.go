@@ -330,7 +330,7 @@ func (m *monitor) probeBeacon(ctx context.Context) beaconProbe {
 func (m *monitor) genesisKnown(ctx context.Context) (bool, error) {
 	cfg := m.n.cfg
 	m.n.mu.Lock()
-	dialled := m.n.beacon
+	dialled := m.n.dialled
 	m.n.mu.Unlock()
 	if dialled == nil {
 		dialled = cfg.Beacon

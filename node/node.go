@@ -160,6 +160,7 @@ type Node struct {
 	ring    *dutyRing // per-validator outcomes of recent duties, for the status page
 
 	beacons *MultiBeacon // the HTTP beacon nodes, unless Config.Beacon replaced them
+	dialled Beacon       // the beacon client from start-up on; n.beacon is set once the chain is connected
 
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
@@ -337,7 +338,7 @@ func (n *Node) dialBeacon(ctx context.Context) (Beacon, time.Duration, error) {
 		b = mb
 	}
 	n.mu.Lock()
-	n.beacon = b
+	n.dialled = b
 	n.mu.Unlock()
 	logged := false
 	for {
