@@ -117,36 +117,24 @@ func (n *Node) startDoppelganger(ctx context.Context, wg *sync.WaitGroup) {
 
 // askPeersLatest counts, per validator, the peers whose DB holds an attestation at or after horizon.
 func (n *Node) askPeersLatest(ctx context.Context, horizon phase0.Epoch) map[phase0.BLSPubKey]int {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	var (
 		mu     sync.Mutex
 		counts = map[phase0.BLSPubKey]int{}
-		wg     sync.WaitGroup
 	)
-	for _, p := range n.peers {
-		if p == n.host.ID() {
-			continue
+	n.askPeers(ctx, doppelgangerProtocol, []byte("{}"), func(p peer.ID, resp []byte, err error) {
+		var latest map[string]phase0.Epoch
+		if err != nil || json.Unmarshal(resp, &latest) != nil {
+			n.log.Debug("Peer gave no doppelganger report", "peer", p.String(), "err", err)
+			return
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := p2p.Request(ctx, n.host, p, doppelgangerProtocol, []byte("{}"))
-			var latest map[string]phase0.Epoch
-			if err != nil || json.Unmarshal(resp, &latest) != nil {
-				n.log.Debug("Peer gave no doppelganger report", "peer", p.String(), "err", err)
-				return
+		mu.Lock()
+		defer mu.Unlock()
+		for _, pk := range n.id.Pubkeys() {
+			if t, ok := latest[fmt.Sprintf("%#x", pk)]; ok && t >= horizon {
+				counts[pk]++
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			for _, pk := range n.id.Pubkeys() {
-				if t, ok := latest[fmt.Sprintf("%#x", pk)]; ok && t >= horizon {
-					counts[pk]++
-				}
-			}
-		}()
-	}
-	wg.Wait()
+		}
+	})
 	return counts
 }
 

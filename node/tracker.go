@@ -12,6 +12,7 @@ import (
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/dvmesh/dvmesh/p2p"
 )
@@ -217,6 +218,12 @@ func (n *Node) shareRecord(ctx context.Context, r DutyRecord) {
 	if err != nil {
 		return
 	}
+	n.askPeers(ctx, trackerProtocol, b, func(peer.ID, []byte, error) {})
+}
+
+// askPeers sends req over proto to every other peer concurrently (2 s at most) and calls
+// handle with each answer; handle may run concurrently with itself.
+func (n *Node) askPeers(ctx context.Context, proto protocol.ID, req []byte, handle func(p peer.ID, resp []byte, err error)) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -227,7 +234,8 @@ func (n *Node) shareRecord(ctx context.Context, r DutyRecord) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, _ = p2p.Request(ctx, n.host, p, trackerProtocol, b)
+			resp, err := p2p.Request(ctx, n.host, p, proto, req)
+			handle(p, resp, err)
 		}()
 	}
 	wg.Wait()
