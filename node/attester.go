@@ -12,6 +12,7 @@ import (
 	"github.com/attestantio/go-eth2-client/spec"
 	"github.com/attestantio/go-eth2-client/spec/electra"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/herumi/bls-eth-go-binary/bls"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dvmesh/dvmesh/consensus"
@@ -216,7 +217,11 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 	// The DB transaction has committed (fsync included): only now may partials exist.
 	n.tracker.Step(key, StepRecorded, time.Since(n.chain.SlotStart(key.Slot)))
 	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
-	var lastRule slashingdb.Rule
+	var (
+		lastRule slashingdb.Rule
+		allowed  []*attesterDuty
+		keys     []*bls.SecretKey
+	)
 	for i, v := range verdicts {
 		if !v.Allowed {
 			lastRule = v.Rule
@@ -225,8 +230,11 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", signers[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
 			continue
 		}
-		sig := n.id.Shares[signers[i].Pubkey].SignByte(root[:]).Serialize()
-		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: signers[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
+		allowed = append(allowed, signers[i])
+		keys = append(keys, n.id.Shares[signers[i].Pubkey])
+	}
+	for i, sig := range signing.SignSameMessage(keys, root[:]) {
+		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: allowed[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
 	}
 	if len(msg.Partials) == 0 {
 		return &refusalError{reason: refusalReason(lastRule), rule: lastRule}

@@ -1,0 +1,45 @@
+package signing
+
+import (
+	"bytes"
+	"runtime"
+	"sync"
+
+	"github.com/herumi/bls-eth-go-binary/bls"
+)
+
+// parallelSignMin is the batch size from which signing is spread over every core.
+const parallelSignMin = 64
+
+// SignSameMessage signs msg with every key and returns the serialised signatures in key order.
+// Since Electra every attester of a slot signs the same root, so the message is hashed to G2
+// once and each signature is one scalar multiplication (the hash is most of a single signing's
+// cost); large batches use every core.
+func SignSameMessage(keys []*bls.SecretKey, msg []byte) [][]byte {
+	out := make([][]byte, len(keys))
+	if len(keys) == 0 {
+		return out
+	}
+	h := bls.HashAndMapToSignature(bytes.Clone(msg))
+	sign := func(i int) {
+		var s bls.G2
+		bls.G2Mul(&s, bls.CastFromSign(h), bls.CastFromSecretKey(keys[i]))
+		out[i] = bls.CastToSign(&s).Serialize()
+	}
+	workers := 1
+	if len(keys) >= parallelSignMin {
+		workers = runtime.NumCPU()
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(keys); i += workers {
+				sign(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
