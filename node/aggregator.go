@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -128,9 +129,13 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		}
 		checked = append(checked, c)
 	}
-	good, bad := verifyBatches(checked)
-	for _, c := range bad {
-		errs = append(errs, fmt.Errorf("%s: partial of share %d for %#x: %w", k, from, c.pk, signing.ErrVerify))
+	// A batch that fails is dropped whole, never bisected: a peer that spoils every batch must
+	// not make this node spend a pairing per partial. The other peers still give the threshold.
+	good := checked
+	if _, bad := verifyBatches(checked, false); len(bad) > 0 {
+		errs = append(errs, fmt.Errorf("%s: %w: the batch of %d partials of share %d does not verify; all dropped",
+			k, ErrBadBatch, len(checked), from))
+		good = nil
 	}
 
 	type ready struct {
@@ -170,7 +175,9 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		}
 		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig, raw: b})
 	}
-	valid, invalid := verifyBatches(recovered)
+	// Recovered signatures come from verified partials, so a failure here is a bug: bisect to
+	// name the culprit.
+	valid, invalid := verifyBatches(recovered, true)
 	for _, c := range invalid {
 		errs = append(errs, fmt.Errorf("%s: recovered signature of %#x does not verify under the group key", k, c.pk))
 	}
@@ -218,9 +225,12 @@ func (a *aggregator) parse(roots map[phase0.BLSPubKey]phase0.Root, from uint64, 
 	return signed{pk: pk, root: root, key: share, sig: sig, raw: p.Signature}, nil
 }
 
+// ErrBadBatch marks a peer's partials whose randomised batch check failed.
+var ErrBadBatch = errors.New("bad partial signature batch")
+
 // verifyBatches splits cs into valid and invalid signatures with one randomised batch check per
-// signing root, bisecting only a batch that fails.
-func verifyBatches(cs []signed) (valid, invalid []signed) {
+// signing root. A failed batch is bisected when bisect is set, else all of it is invalid.
+func verifyBatches(cs []signed, bisect bool) (valid, invalid []signed) {
 	byRoot := map[phase0.Root][]signed{}
 	var order []phase0.Root
 	for _, c := range cs {
@@ -238,8 +248,10 @@ func verifyBatches(cs []signed) (valid, invalid []signed) {
 		}
 		bad := map[int]bool{}
 		if !signing.BatchVerifySameMessage(pubs, sigs, root[:]) {
-			for _, i := range signing.InvalidSameMessage(pubs, sigs, root[:]) {
-				bad[i] = true
+			if bisect {
+				for _, i := range signing.InvalidSameMessage(pubs, sigs, root[:]) {
+					bad[i] = true
+				}
 			}
 			if len(bad) == 0 { // the batch failed but no part did: refuse on doubt
 				for i := range group {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
@@ -98,5 +99,33 @@ func TestAggregator_EarlyPartialsBounded(t *testing.T) {
 	_, errs := agg.Add(dutyKey{Slot: 1, Type: dutyAttester}, 2, flood)
 	if len(errs) == 0 {
 		t.Fatal("unbounded early partials accepted")
+	}
+}
+
+// TestAggregator_SpoiledBatchDroppedWhole: one bad partial in a peer's message drops the whole
+// message (no per-partial fallback a peer could use to burn CPU); the other peers still complete.
+func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
+	ids := loadAll(t, 2)
+	pks := ids[0].Pubkeys()
+	root := phase0.Root{7}
+	key := dutyKey{Slot: 3, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root})
+
+	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
+	sigs, errs := agg.Add(key, 2, spoiled)
+	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
+		t.Fatalf("spoiled batch: sigs %v errs %v, want one ErrBadBatch", sigs, errs)
+	}
+	// Nodes 1, 3 and 4 complete both validators; node 2's good partial was not kept.
+	for step, i := range []int{0, 2, 3} {
+		s, e := agg.Add(key, uint64(i+1), []p2p.Partial{partial(ids[i], pks[0], root), partial(ids[i], pks[1], root)})
+		if len(e) != 0 {
+			t.Fatalf("node %d: %v", i+1, e)
+		}
+		// Had node 2's good partial been kept, node 3's would already complete validator 0.
+		if want := map[int]int{0: 0, 1: 0, 2: 2}[step]; len(s) != want {
+			t.Fatalf("after node %d: %d signatures, want %d", i+1, len(s), want)
+		}
 	}
 }

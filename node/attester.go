@@ -276,7 +276,11 @@ func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
 // handleFull submits recovered signatures, and logs refused partials.
 func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
 	for _, err := range errs {
-		n.metrics.partials.WithLabelValues("invalid").Inc()
+		if errors.Is(err, ErrBadBatch) {
+			n.metrics.partials.WithLabelValues("bad_batch").Inc()
+		} else {
+			n.metrics.partials.WithLabelValues("invalid").Inc()
+		}
 		n.log.Warn("Partial signature refused", "slot", key.Slot, "duty", key.Type, "err", err)
 	}
 	if len(sigs) == 0 {
