@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -191,6 +192,17 @@ func (l *Lock) ShareIndex(id peer.ID) (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// GroupPubkeys returns the validators' group public keys in lock order. The lock must have
+// passed Validate (Load does it), which checked every key.
+func (l *Lock) GroupPubkeys() []phase0.BLSPubKey {
+	out := make([]phase0.BLSPubKey, len(l.Validators))
+	for i, v := range l.Validators {
+		b, _ := DecodeHex(v.GroupPubkey, len(out[i])) // validated on load
+		copy(out[i][:], b)
+	}
+	return out
 }
 
 // PeerIDs returns the operators' peer IDs in share-index order.

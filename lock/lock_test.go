@@ -3,6 +3,7 @@ package lock
 import (
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,6 +52,9 @@ func TestLock_SaveLoadRoundTrip(t *testing.T) {
 	}
 	if got.Hash != l.Hash || len(got.Validators) != 1 {
 		t.Fatalf("round trip: %+v", got)
+	}
+	if pks := got.GroupPubkeys(); len(pks) != 1 || fmt.Sprintf("%#x", pks[0]) != l.Validators[0].GroupPubkey {
+		t.Fatalf("group keys %x, want %s", pks, l.Validators[0].GroupPubkey)
 	}
 }
 

@@ -128,16 +128,7 @@ func parseValidator(v lock.Validator) (*bls.PublicKey, map[uint64]*bls.PublicKey
 }
 
 // Pubkeys returns the validators' group keys in lock order.
-func (id *Identity) Pubkeys() []phase0.BLSPubKey {
-	out := make([]phase0.BLSPubKey, 0, len(id.Lock.Validators))
-	for _, v := range id.Lock.Validators {
-		b, _ := hex.DecodeString(strings.TrimPrefix(v.GroupPubkey, "0x")) // validated on load
-		var pk phase0.BLSPubKey
-		copy(pk[:], b)
-		out = append(out, pk)
-	}
-	return out
-}
+func (id *Identity) Pubkeys() []phase0.BLSPubKey { return id.Lock.GroupPubkeys() }
 
 // decryptAll decrypts keystore-0..n-1 in keysDir on every core.
 func decryptAll(keysDir string, n int, password string) ([]*bls.SecretKey, error) {

@@ -84,13 +84,7 @@ func newCluster(t *testing.T, validators int) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vals []phase0.BLSPubKey
-	for _, v := range l.Validators {
-		b, _ := lock.DecodeHex(v.GroupPubkey, 48)
-		var pk phase0.BLSPubKey
-		copy(pk[:], b)
-		vals = append(vals, pk)
-	}
+	vals := l.GroupPubkeys()
 	sim, err := simbeacon.New(simbeacon.Config{SlotDuration: testSlot, SlotsPerEpoch: testSlotsPerEpoch, Validators: vals,
 		GenesisForkVersion: phase0.Version{0x10}})
 	if err != nil {

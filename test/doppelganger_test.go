@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/attestantio/go-eth2-client/spec/phase0"
-
-	"github.com/dvmesh/dvmesh/lock"
 	"github.com/dvmesh/dvmesh/node"
 )
 
@@ -35,13 +32,7 @@ func metric(t *testing.T, addr, name string) float64 {
 
 func (c *cluster) initSlashing(t *testing.T) {
 	t.Helper()
-	var pks []phase0.BLSPubKey
-	for _, v := range c.lock.Validators {
-		b, _ := lock.DecodeHex(v.GroupPubkey, 48)
-		var pk phase0.BLSPubKey
-		copy(pk[:], b)
-		pks = append(pks, pk)
-	}
+	pks := c.lock.GroupPubkeys()
 	for i := 1; i <= 4; i++ {
 		if err := node.InitSlashingDB(c.dataDir(i), c.sim.GenesisValidatorsRoot(), pks); err != nil {
 			t.Fatal(err)

@@ -486,16 +486,7 @@ func tail(path string, n int) string {
 
 // newSim makes a simulated beacon node whose validators are the lock's.
 func newSim(l *lock.Lock, o runLocalOpts, log *slog.Logger) (*simbeacon.Sim, error) {
-	var vals []phase0.BLSPubKey
-	for _, v := range l.Validators {
-		b, err := lock.DecodeHex(v.GroupPubkey, 48)
-		if err != nil {
-			return nil, err
-		}
-		var pk phase0.BLSPubKey
-		copy(pk[:], b)
-		vals = append(vals, pk)
-	}
+	vals := l.GroupPubkeys()
 	gfv, err := lock.DecodeHex(l.GenesisForkVersion, 4)
 	if err != nil {
 		return nil, fmt.Errorf("lock genesis fork version: %w", err)

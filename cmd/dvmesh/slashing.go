@@ -66,13 +66,7 @@ have never signed anywhere else; otherwise import their history with 'dvmesh sla
 				return err
 			}
 			defer unlock()
-			var pks []phase0.BLSPubKey
-			for _, v := range l.Validators {
-				b, _ := lock.DecodeHex(v.GroupPubkey, 48) // validated on load
-				var pk phase0.BLSPubKey
-				copy(pk[:], b)
-				pks = append(pks, pk)
-			}
+			pks := l.GroupPubkeys()
 			if err := node.InitSlashingDB(dataDir, gvr, pks); err != nil {
 				return err
 			}
