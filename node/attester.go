@@ -214,6 +214,9 @@ func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.A
 	if err != nil {
 		return fmt.Errorf("slashing DB: %w", err)
 	}
+	if len(verdicts) != len(reqs) {
+		return fmt.Errorf("slashing DB answered %d verdicts for %d requests: refusing the duty", len(verdicts), len(reqs))
+	}
 	// The DB transaction has committed (fsync included): only now may partials exist.
 	n.tracker.Step(key, StepRecorded, time.Since(n.chain.SlotStart(key.Slot)))
 	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
@@ -294,7 +297,10 @@ func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
 	}
 	atts := make([]*spec.VersionedAttestation, 0, len(sigs))
 	for _, s := range sigs {
-		d := run.duties[s.Pubkey]
+		d, ok := run.duties[s.Pubkey]
+		if !ok {
+			continue // the aggregator expects only this run's validators; never index a missing duty
+		}
 		aggBits := bitfield.NewBitlist(d.CommitteeLength)
 		aggBits.SetBitAt(d.ValidatorCommitteeIndex, true)
 		committeeBits := bitfield.NewBitvector64()

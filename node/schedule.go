@@ -100,6 +100,12 @@ func (n *Node) ensureDuties(ctx context.Context, epoch phase0.Epoch) {
 			n.log.Warn("Beacon node returned a duty that was not asked for; ignored", "epoch", epoch, "validator_index", d.ValidatorIndex, "slot", d.Slot)
 			continue
 		}
+		// The committee position becomes an aggregation bit: refuse what cannot be one.
+		if d.CommitteeIndex >= 64 || d.CommitteeLength == 0 || d.ValidatorCommitteeIndex >= d.CommitteeLength {
+			n.log.Warn("Beacon node returned an impossible committee position; duty ignored", "epoch", epoch, "validator_index", d.ValidatorIndex,
+				"committee_index", d.CommitteeIndex, "committee_length", d.CommitteeLength, "validator_committee_index", d.ValidatorCommitteeIndex)
+			continue
+		}
 		duties = append(duties, &attesterDuty{Pubkey: pk, AttesterDuty: d})
 	}
 	n.mu.Lock()
