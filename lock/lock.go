@@ -31,6 +31,9 @@ type Lock struct {
 	Name               string      `json:"name"`
 	Network            string      `json:"network"`
 	GenesisForkVersion string      `json:"genesis_fork_version"`
+	// GenesisValidatorsRoot is recorded where the network's is known in advance (public
+	// networks); a node refuses a beacon node whose chain has another.
+	GenesisValidatorsRoot string `json:"genesis_validators_root,omitempty"`
 	Threshold          int         `json:"threshold"`
 	Operators          []Operator  `json:"operators"`
 	Validators         []Validator `json:"validators"`

@@ -14,6 +14,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// extraCommands are registered by the files that define them (init functions), so that each
+// command's file is self-contained.
+var extraCommands []func() *cobra.Command
+
 func main() {
 	// go-libp2p-raft logs every stream closed by a stopping peer as an error through the
 	// process-wide go-log; Raft itself reports transport failures through our logger.
@@ -27,6 +31,9 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newCreateClusterCmd(), newRunCmd(), newRunLocalCmd(), newSlashingCmd(), newDutiesCmd(), newSimBeaconCmd(), newHealthCmd())
+	for _, c := range extraCommands {
+		root.AddCommand(c())
+	}
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
