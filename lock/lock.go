@@ -27,16 +27,16 @@ var ErrBadLock = errors.New("invalid cluster lock")
 
 // Lock is the content of cluster-lock.json.
 type Lock struct {
-	Version            string      `json:"version"`
-	Name               string      `json:"name"`
-	Network            string      `json:"network"`
-	GenesisForkVersion string      `json:"genesis_fork_version"`
+	Version            string `json:"version"`
+	Name               string `json:"name"`
+	Network            string `json:"network"`
+	GenesisForkVersion string `json:"genesis_fork_version"`
 	// GenesisValidatorsRoot is recorded where the network's is known in advance (public
 	// networks); a node refuses a beacon node whose chain has another.
-	GenesisValidatorsRoot string `json:"genesis_validators_root,omitempty"`
-	Threshold          int         `json:"threshold"`
-	Operators          []Operator  `json:"operators"`
-	Validators         []Validator `json:"validators"`
+	GenesisValidatorsRoot string      `json:"genesis_validators_root,omitempty"`
+	Threshold             int         `json:"threshold"`
+	Operators             []Operator  `json:"operators"`
+	Validators            []Validator `json:"validators"`
 	// Hash is the hex sha256 of the lock's canonical JSON with Hash empty; it catches corruption
 	// and hand edits.
 	Hash string `json:"lock_hash"`
