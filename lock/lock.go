@@ -37,9 +37,37 @@ type Lock struct {
 	Threshold             int         `json:"threshold"`
 	Operators             []Operator  `json:"operators"`
 	Validators            []Validator `json:"validators"`
+	// Proposals fixes what every node must sign identically for block proposals and builder
+	// registrations: it comes from the lock only, because per-node settings that differ would
+	// make partial signatures that never combine.
+	Proposals *ProposalSettings `json:"proposals,omitempty"`
 	// Hash is the hex sha256 of the lock's canonical JSON with Hash empty; it catches corruption
 	// and hand edits.
 	Hash string `json:"lock_hash"`
+}
+
+// ProposalSettings are the cluster-wide proposal and builder settings.
+type ProposalSettings struct {
+	FeeRecipient string `json:"fee_recipient"` // 0x-hex execution address, 20 bytes
+	// Builder enables MEV-boost: validator registrations are signed and submitted every epoch and
+	// proposals ask for blocks with BuilderBoostFactor (100 = compare values as they are).
+	Builder            bool   `json:"builder"`
+	BuilderBoostFactor uint64 `json:"builder_boost_factor"`
+	GasLimit           uint64 `json:"gas_limit"`
+	// RegistrationTimestamp is the fixed timestamp of every validator registration, so that every
+	// node signs the identical message.
+	RegistrationTimestamp uint64 `json:"registration_timestamp"`
+}
+
+// FeeRecipientAddress decodes the fee recipient.
+func (p *ProposalSettings) FeeRecipientAddress() ([20]byte, error) {
+	var a [20]byte
+	b, err := DecodeHex(p.FeeRecipient, 20)
+	if err != nil {
+		return a, fmt.Errorf("fee_recipient %q: %w", p.FeeRecipient, err)
+	}
+	copy(a[:], b)
+	return a, nil
 }
 
 // Operator is one cluster node. Its share index is its position in Operators plus one.
@@ -138,6 +166,14 @@ func (l *Lock) Validate() error {
 	}
 	if len(l.Validators) == 0 {
 		return bad("no validators")
+	}
+	if p := l.Proposals; p != nil {
+		if _, err := p.FeeRecipientAddress(); err != nil {
+			return bad("proposals: %v", err)
+		}
+		if p.Builder && p.GasLimit == 0 {
+			return bad("proposals: builder enabled without a gas_limit")
+		}
 	}
 	for i, v := range l.Validators {
 		if err := v.check(l.Threshold, n); err != nil {

@@ -12,7 +12,6 @@ import (
 	"github.com/attestantio/go-eth2-client/spec"
 	"github.com/attestantio/go-eth2-client/spec/electra"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
-	"github.com/herumi/bls-eth-go-binary/bls"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dvmesh/dvmesh/consensus"
@@ -20,8 +19,6 @@ import (
 	"github.com/dvmesh/dvmesh/signing"
 	"github.com/dvmesh/dvmesh/slashingdb"
 )
-
-const dutyAttester = "attester"
 
 // Reasons a node does not sign.
 var (
@@ -37,90 +34,117 @@ type attesterDuty struct {
 	*apiv1.AttesterDuty
 }
 
-// attesterRun is what this node decided and validated for one attester duty; it is what a
-// recovered signature is submitted with.
-type attesterRun struct {
-	data    *phase0.AttestationData
-	version spec.DataVersion
-	duties  map[phase0.BLSPubKey]*attesterDuty
-}
-
 // runAttester performs the attester duty of slot for the given validators. ctx carries the
 // duty's deadline (the end of the slot); the duty's tracker record is closed at that deadline.
 func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*attesterDuty) {
 	chain := n.chain
 	start := chain.SlotStart(slot)
-	key := dutyKey{Slot: slot, Type: dutyAttester}
-	log := n.log.With("slot", slot, "duty", dutyAttester, "validators", len(duties))
-	n.tracker.Start(key, len(duties))
-	n.recordDutyStart(key, duties)
-	defer n.finishDuty(ctx, key, log)
-	step := func(name string) {
-		d := time.Since(start)
-		n.metrics.stepSeconds.WithLabelValues(dutyAttester, name).Observe(d.Seconds())
-		n.tracker.Step(key, name, d)
-	}
-	fail := func(step, reason string, err error) {
-		n.metrics.duties.WithLabelValues(dutyAttester, "failed", reason).Add(float64(len(duties)))
-		n.tracker.Fail(key, step, reason, err)
-		n.recordDutyFailure(key, duties, reason, err)
-		log.Warn("Attester duty failed", "step", step, "reason", reason, "err", err)
-	}
+	d := n.beginDuty(dutyKey{Slot: slot, Type: dutyAttester}, attesterPubkeys(duties))
+	defer d.finish(ctx)
 
 	if reason := n.haltedReason(); reason != "" {
-		fail(StepFetch, ReasonDuplicateInstance, fmt.Errorf("%w: %s", ErrHalted, reason))
+		d.fail(StepFetch, ReasonDuplicateInstance, fmt.Errorf("%w: %s", ErrHalted, reason))
 		return
 	}
 	// Attest once the slot's head block is seen, at the latest at one third of the slot.
 	n.heads.Wait(ctx, slot, start.Add(chain.SlotDuration/3))
 	if ctx.Err() != nil {
-		fail(StepFetch, ReasonLate, ctx.Err())
+		d.fail(StepFetch, ReasonLate, ctx.Err())
 		return
 	}
 	data, err := n.beacon.AttestationData(ctx, slot)
 	if err != nil {
-		fail(StepFetch, beaconReason(err), err)
+		d.fail(StepFetch, beaconReason(err), err)
 		return
 	}
-	step(StepFetch)
+	d.step(StepFetch)
 	value, err := data.MarshalSSZ()
 	if err != nil {
-		fail(StepFetch, ReasonInternal, fmt.Errorf("encode attestation data: %w", err))
+		d.fail(StepFetch, ReasonInternal, fmt.Errorf("encode attestation data: %w", err))
 		return
 	}
 	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyAttester}, value)
 	if err != nil {
-		fail(StepConsensus, ReasonNoConsensus, err)
+		d.fail(StepConsensus, ReasonNoConsensus, err)
 		return
 	}
-	step(StepConsensus)
-	decided := new(phase0.AttestationData)
-	if err := decided.UnmarshalSSZ(decidedBytes); err != nil {
-		fail(StepValidate, ReasonInvalidDecided, fmt.Errorf("%w: %v", ErrInvalidDecided, err))
-		return
-	}
-	justified, err := n.beacon.JustifiedEpoch(ctx)
+	d.step(StepConsensus)
+	decided, err := n.validAttestationData(ctx, slot, decidedBytes)
 	if err != nil {
-		fail(StepValidate, beaconReason(err), err)
+		d.fail(StepValidate, failureReason(err), err)
 		return
 	}
-	current, _ := chain.SlotAt(time.Now())
-	if err := validateAttestationData(decided, slot, current, chain.EpochOf(slot), justified); err != nil {
-		fail(StepValidate, ReasonInvalidDecided, err)
-		return
-	}
-	step(StepValidate)
-	if err := n.signAttestations(ctx, key, decided, duties, log); err != nil {
+	d.step(StepValidate)
+	run, err := n.signAttestations(ctx, d, decided, duties)
+	if err != nil {
 		var refused *refusalError
-		switch {
-		case errors.As(err, &refused):
-			fail(StepRecorded, refused.reason, err)
-		default:
-			fail(StepRecorded, failureReason(err), err)
+		if errors.As(err, &refused) {
+			d.fail(StepRecorded, refused.reason, err)
+		} else {
+			d.fail(StepRecorded, failureReason(err), err)
 		}
 		return
 	}
-	step(StepSent)
+	d.step(StepSent)
+	version, _ := chain.AttestationVersion(decided.Target.Epoch) // checked by signAttestations
+	byPubkey := make(map[phase0.BLSPubKey]*attesterDuty, len(duties))
+	for _, a := range duties {
+		byPubkey[a.Pubkey] = a
+	}
+	run.collect(ctx, n.linger(), func(sigs []fullSig) {
+		atts, pks := buildAttestations(sigs, byPubkey, decided, version)
+		d.submitted(pks, n.beacon.SubmitAttestations(ctx, atts))
+	})
+}
+
+// linger is how long a duty's submission waits for the signatures still missing once the first
+// ones are in: long enough that normally one call carries all, short enough that a validator
+// that never completes costs the others little.
+func (n *Node) linger() time.Duration { return min(n.chain.SlotDuration/24, 500*time.Millisecond) }
+
+// validAttestationData decodes the decided attestation data of slot and checks it (see
+// validateAttestationData) against this node's own view of the chain.
+func (n *Node) validAttestationData(ctx context.Context, slot phase0.Slot, b []byte) (*phase0.AttestationData, error) {
+	decided := new(phase0.AttestationData)
+	if err := decided.UnmarshalSSZ(b); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidDecided, err)
+	}
+	justified, err := n.beacon.JustifiedEpoch(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBeacon, err)
+	}
+	current, _ := n.chain.SlotAt(time.Now())
+	if err := validateAttestationData(decided, slot, current, n.chain.EpochOf(slot), justified); err != nil {
+		return nil, err
+	}
+	return decided, nil
+}
+
+// buildAttestations turns recovered signatures into SingleAttestation-convertible attestations.
+func buildAttestations(sigs []fullSig, duties map[phase0.BLSPubKey]*attesterDuty, data *phase0.AttestationData, version spec.DataVersion) ([]*spec.VersionedAttestation, []phase0.BLSPubKey) {
+	atts := make([]*spec.VersionedAttestation, 0, len(sigs))
+	pks := make([]phase0.BLSPubKey, 0, len(sigs))
+	for _, s := range sigs {
+		d, ok := duties[s.Pubkey]
+		if !ok {
+			continue // the aggregator expects only this run's validators; never index a missing duty
+		}
+		aggBits := bitfield.NewBitlist(d.CommitteeLength)
+		aggBits.SetBitAt(d.ValidatorCommitteeIndex, true)
+		committeeBits := bitfield.NewBitvector64()
+		committeeBits.SetBitAt(uint64(d.CommitteeIndex), true)
+		att := &electra.Attestation{AggregationBits: aggBits, Data: data, Signature: s.Signature, CommitteeBits: committeeBits}
+		idx := d.ValidatorIndex
+		va := &spec.VersionedAttestation{Version: version, ValidatorIndex: &idx}
+		if version == spec.DataVersionFulu {
+			va.Fulu = att
+		} else {
+			va.Electra = att
+		}
+		atts = append(atts, va)
+		pks = append(pks, s.Pubkey)
+	}
+	return atts, pks
 }
 
 // finishDuty waits for the duty's deadline, closes its tracker record and shares it with the
@@ -129,8 +153,8 @@ func (n *Node) finishDuty(ctx context.Context, key dutyKey, log *slog.Logger) {
 	<-ctx.Done()
 	rec := n.tracker.Finish(key)
 	if rec.Reason == ReasonInsufficientPartials {
-		n.metrics.duties.WithLabelValues(key.Type, "failed", ReasonInsufficientPartials).Add(float64(rec.Validators - rec.Submitted))
-		log.Warn("Attester duty incomplete", "reason", rec.Reason, "submitted", rec.Submitted)
+		n.metrics.duties.WithLabelValues(metricType(key.Type), "failed", ReasonInsufficientPartials).Add(float64(rec.Validators - rec.Submitted))
+		log.Warn("Duty incomplete", "reason", rec.Reason, "submitted", rec.Submitted)
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		n.shareRecord(context.WithoutCancel(ctx), rec)
@@ -166,90 +190,81 @@ func refusalReason(r slashingdb.Rule) string {
 	return ReasonSlashingRefusal
 }
 
-// signAttestations checks and records every validator's attestation in the slashing DB in one
-// transaction, and only after it has committed signs the allowed ones with this node's shares
-// and sends the partials to its peers.
-func (n *Node) signAttestations(ctx context.Context, key dutyKey, data *phase0.AttestationData, duties []*attesterDuty, log *slog.Logger) error {
-	version, err := n.chain.AttestationVersion(data.Target.Epoch)
+// allowedByDB keeps the items the slashing DB allowed (verdicts in items' order), booking every
+// refusal. It fails the whole duty if the DB's answer does not match the request.
+func (n *Node) allowedByDB(d *dutyExec, items []toSign, verdicts []slashingdb.Verdict, err error) ([]toSign, error) {
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("slashing DB: %w", err)
 	}
-	domain, err := n.chain.Domain(signing.DomainBeaconAttester, data.Target.Epoch)
-	if err != nil {
-		return err
-	}
-	root, err := signing.SigningRoot(data, domain)
-	if err != nil {
-		return err
-	}
-	run := &attesterRun{data: data, version: version, duties: map[phase0.BLSPubKey]*attesterDuty{}}
-	roots := map[phase0.BLSPubKey]phase0.Root{}
-	var (
-		reqs    []slashingdb.AttestationRequest
-		signers []*attesterDuty // the duties this node may sign, in reqs order
-	)
-	for _, d := range duties {
-		run.duties[d.Pubkey] = d
-		roots[d.Pubkey] = root
-		if reason := n.gate.Blocked(d.Pubkey); reason != "" {
-			log.Warn("Not signing", "pubkey", fmt.Sprintf("%#x", d.Pubkey), "reason", reason)
-			continue
-		}
-		signers = append(signers, d)
-		reqs = append(reqs, slashingdb.AttestationRequest{Pubkey: d.Pubkey, SourceEpoch: data.Source.Epoch, TargetEpoch: data.Target.Epoch, SigningRoot: root})
-	}
-	n.mu.Lock()
-	n.atts[key] = run
-	n.mu.Unlock()
-
-	if reason := n.haltedReason(); reason != "" {
-		return fmt.Errorf("%w: %s", ErrHalted, reason)
-	}
-	sigs, errs := n.agg.Expect(key, roots)
-	n.handleFull(key, sigs, errs)
-	if len(reqs) == 0 {
-		return ErrBlocked
-	}
-	verdicts, err := n.db.CheckAndRecordAttestations(reqs)
-	if err != nil {
-		return fmt.Errorf("slashing DB: %w", err)
-	}
-	if len(verdicts) != len(reqs) {
-		return fmt.Errorf("slashing DB answered %d verdicts for %d requests: refusing the duty", len(verdicts), len(reqs))
+	if len(verdicts) != len(items) {
+		return nil, fmt.Errorf("slashing DB answered %d verdicts for %d requests: refusing the duty", len(verdicts), len(items))
 	}
 	// The DB transaction has committed (fsync included): only now may partials exist.
-	n.tracker.Step(key, StepRecorded, time.Since(n.chain.SlotStart(key.Slot)))
-	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
+	d.step(StepRecorded)
 	var (
 		lastRule slashingdb.Rule
-		allowed  []*attesterDuty
-		keys     []*bls.SecretKey
+		allowed  []toSign
 	)
 	for i, v := range verdicts {
 		if !v.Allowed {
 			lastRule = v.Rule
 			n.metrics.slashingRefusals.WithLabelValues(string(v.Rule)).Inc()
-			n.tracker.Fail(key, StepRecorded, refusalReason(v.Rule), fmt.Errorf("validator %#x: %s: %s", signers[i].Pubkey, v.Rule, v.Detail))
-			log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", signers[i].Pubkey), "rule", v.Rule, "detail", v.Detail)
+			n.tracker.Fail(d.key, StepRecorded, refusalReason(v.Rule), fmt.Errorf("validator %#x: %s: %s", items[i].pubkey, v.Rule, v.Detail))
+			d.log.Warn("Slashing protection refused to sign", "pubkey", fmt.Sprintf("%#x", items[i].pubkey), "rule", v.Rule, "detail", v.Detail)
 			continue
 		}
-		allowed = append(allowed, signers[i])
-		keys = append(keys, n.id.Shares[signers[i].Pubkey])
+		allowed = append(allowed, items[i])
 	}
-	for i, sig := range signing.SignSameMessage(keys, root[:]) {
-		msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: allowed[i].Pubkey[:], SigningRoot: root[:], Signature: sig})
+	if len(allowed) == 0 {
+		return nil, &refusalError{reason: refusalReason(lastRule), rule: lastRule}
 	}
-	if len(msg.Partials) == 0 {
-		return &refusalError{reason: refusalReason(lastRule), rule: lastRule}
+	return allowed, nil
+}
+
+// signAttestations checks and records every validator's attestation in the slashing DB in one
+// transaction, and only after it has committed signs the allowed ones with this node's shares
+// and sends the partials to its peers. It returns the run that collects the group signatures.
+func (n *Node) signAttestations(ctx context.Context, d *dutyExec, data *phase0.AttestationData, duties []*attesterDuty) (*sigRun, error) {
+	if _, err := n.chain.AttestationVersion(data.Target.Epoch); err != nil {
+		return nil, err
 	}
-	n.metrics.partialsSent.Add(float64(len(msg.Partials)))
-	sigs, errs = n.agg.Add(key, n.id.ShareIndex, msg.Partials)
-	n.handleFull(key, sigs, errs)
-	if err := n.ex.Broadcast(ctx, msg); err != nil {
-		// Peers that are down miss our partials; the others can still reach the threshold.
-		log.Debug("Partials not delivered to every peer", "err", err)
+	domain, err := n.chain.Domain(signing.DomainBeaconAttester, data.Target.Epoch)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	root, err := signing.SigningRoot(data, domain)
+	if err != nil {
+		return nil, err
+	}
+	roots := map[phase0.BLSPubKey]phase0.Root{}
+	var (
+		reqs  []slashingdb.AttestationRequest
+		items []toSign // the duties this node may sign, in reqs order
+	)
+	for _, a := range duties {
+		roots[a.Pubkey] = root
+		if !n.signable(a.Pubkey, d.log) {
+			continue
+		}
+		items = append(items, toSign{pubkey: a.Pubkey, root: root})
+		reqs = append(reqs, slashingdb.AttestationRequest{Pubkey: a.Pubkey, SourceEpoch: data.Source.Epoch, TargetEpoch: data.Target.Epoch, SigningRoot: root})
+	}
+	if reason := n.haltedReason(); reason != "" {
+		return nil, fmt.Errorf("%w: %s", ErrHalted, reason)
+	}
+	run := n.expect(d.key, roots)
+	if len(reqs) == 0 {
+		return nil, ErrBlocked
+	}
+	verdicts, err := n.db.CheckAndRecordAttestations(reqs)
+	allowed, err := n.allowedByDB(d, items, verdicts, err)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.sendPartials(ctx, d.key, allowed, d.log); err != nil {
+		return nil, err
+	}
+	return run, nil
 }
 
 // onPartials handles a partial-signature message from a cluster peer.
@@ -259,14 +274,14 @@ func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
 		return // the gater admits lock peers only
 	}
 	chain := n.currentChain()
-	if chain == nil || msg.DutyType != dutyAttester {
+	if chain == nil || !knownDutyType(msg.DutyType) {
 		return
 	}
 	cur, started := chain.SlotAt(time.Now())
 	slot := phase0.Slot(msg.Slot)
-	// Only duties of the current or the previous slot are accepted: anything else is stale or
-	// an attempt to fill memory.
-	if !started || slot > cur || slot+1 < cur {
+	// Only duties from the previous to the next slot are accepted (selection proofs are made a
+	// slot ahead): anything else is stale or an attempt to fill memory.
+	if !started || slot > cur+1 || slot+1 < cur {
 		n.log.Debug("Partials for a slot outside the window dropped", "peer", idx, "slot", slot, "current", cur)
 		return
 	}
@@ -276,7 +291,7 @@ func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
 	n.handleFull(key, sigs, errs)
 }
 
-// handleFull submits recovered signatures, and logs refused partials.
+// handleFull hands recovered signatures to their duty's run, and logs refused partials.
 func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
 	for _, err := range errs {
 		if errors.Is(err, ErrBadBatch) {
@@ -290,30 +305,9 @@ func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
 		return
 	}
 	n.mu.Lock()
-	run := n.atts[key]
+	run := n.runs[key]
 	n.mu.Unlock()
-	if run == nil {
-		return
+	if run != nil {
+		run.add(sigs)
 	}
-	atts := make([]*spec.VersionedAttestation, 0, len(sigs))
-	for _, s := range sigs {
-		d, ok := run.duties[s.Pubkey]
-		if !ok {
-			continue // the aggregator expects only this run's validators; never index a missing duty
-		}
-		aggBits := bitfield.NewBitlist(d.CommitteeLength)
-		aggBits.SetBitAt(d.ValidatorCommitteeIndex, true)
-		committeeBits := bitfield.NewBitvector64()
-		committeeBits.SetBitAt(uint64(d.CommitteeIndex), true)
-		att := &electra.Attestation{AggregationBits: aggBits, Data: run.data, Signature: s.Signature, CommitteeBits: committeeBits}
-		idx := d.ValidatorIndex
-		va := &spec.VersionedAttestation{Version: run.version, ValidatorIndex: &idx}
-		if run.version == spec.DataVersionFulu {
-			va.Fulu = att
-		} else {
-			va.Electra = att
-		}
-		atts = append(atts, va)
-	}
-	n.submit(key, atts)
 }

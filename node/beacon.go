@@ -37,8 +37,9 @@ type Beacon interface {
 	// JustifiedEpoch is the head state's current justified epoch.
 	JustifiedEpoch(ctx context.Context) (phase0.Epoch, error)
 	SubmitAttestations(ctx context.Context, atts []*spec.VersionedAttestation) error
-	// SubscribeHeads calls fn with the slot of every new head until ctx ends.
-	SubscribeHeads(ctx context.Context, fn func(slot phase0.Slot)) error
+	// SubscribeHeads calls fn with every new head until ctx ends.
+	SubscribeHeads(ctx context.Context, fn func(HeadEvent)) error
+	DutyBeacon
 }
 
 // Chain holds a chain's parameters as its beacon node reports them.
@@ -51,6 +52,9 @@ type Chain struct {
 	Forks                 []signing.Fork
 	ElectraEpoch          phase0.Epoch
 	FuluEpoch             phase0.Epoch
+	// SyncCommitteeSize is SYNC_COMMITTEE_SIZE (512 on mainnet's preset, the default when the
+	// beacon node does not report it).
+	SyncCommitteeSize uint64
 }
 
 // httpBeacon talks to one beacon node through go-eth2-client's HTTP client.
@@ -122,6 +126,10 @@ func (b *httpBeacon) Chain(ctx context.Context) (*Chain, error) {
 			return nil, fmt.Errorf("%w: spec %s missing", ErrBeacon, name)
 		}
 		*dst = phase0.Epoch(v)
+	}
+	c.SyncCommitteeSize = 512
+	if v, ok := s.Data["SYNC_COMMITTEE_SIZE"].(uint64); ok && v > 0 {
+		c.SyncCommitteeSize = v
 	}
 	for _, f := range fs.Data {
 		c.Forks = append(c.Forks, signing.Fork{Epoch: f.Epoch, Version: f.CurrentVersion})
@@ -213,10 +221,12 @@ func (b *httpBeacon) SubmitAttestations(ctx context.Context, atts []*spec.Versio
 	return nil
 }
 
-func (b *httpBeacon) SubscribeHeads(ctx context.Context, fn func(slot phase0.Slot)) error {
+func (b *httpBeacon) SubscribeHeads(ctx context.Context, fn func(HeadEvent)) error {
 	err := b.svc.(eth2client.EventsProvider).Events(ctx, &api.EventsOpts{
-		Topics:      []string{"head"},
-		HeadHandler: func(_ context.Context, e *apiv1.HeadEvent) { fn(e.Slot) },
+		Topics: []string{"head"},
+		HeadHandler: func(_ context.Context, e *apiv1.HeadEvent) {
+			fn(HeadEvent{Slot: e.Slot, Block: e.Block, PreviousDutyDependentRoot: e.PreviousDutyDependentRoot, CurrentDutyDependentRoot: e.CurrentDutyDependentRoot})
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe to head events: %w", err)

@@ -19,6 +19,7 @@ type metrics struct {
 	peersConnected     prometheus.Gauge
 	halted             prometheus.Gauge
 	leaderChanges      prometheus.Counter
+	reorgs             prometheus.Counter
 	applyLag           prometheus.Gauge
 	peerRTT            *prometheus.GaugeVec
 	dutiesExpected     *prometheus.CounterVec
@@ -75,7 +76,10 @@ func newMetrics() *metrics {
 	m.dutiesExpected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dvmesh_duties_expected_total", Help: "Validator duties scheduled on this node, by type.",
 	}, []string{"type"})
-	m.reg.MustRegister(m.leaderChanges, m.applyLag, m.peerRTT, m.dutiesExpected, m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
+	m.reorgs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dvmesh_reorg_duty_refetches_total", Help: "Head events whose duty dependent roots changed, so duties were fetched again.",
+	})
+	m.reg.MustRegister(m.reorgs, m.leaderChanges, m.applyLag, m.peerRTT, m.dutiesExpected, m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
 		m.raftRole, m.raftTerm, m.peersConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -510,11 +510,12 @@ func (m *MultiBeacon) SubmitAttestations(ctx context.Context, atts []*spec.Versi
 }
 
 // SubscribeHeads subscribes on every usable node and calls fn, never concurrently, with each head
-// slot higher than any passed before (so once per slot whichever nodes report it), until ctx
+// of a slot higher than any passed before (so once per slot whichever nodes report it), or of
+// the same slot with other dependent roots (a reorg), until ctx
 // ends or m stops. A node whose subscription fails is retried with backoff. It returns an error
 // only if every node's first attempt failed; the retries carry on regardless. A node's
 // SubscribeHeads must return once subscribed, as httpBeacon's does.
-func (m *MultiBeacon) SubscribeHeads(ctx context.Context, fn func(slot phase0.Slot)) error {
+func (m *MultiBeacon) SubscribeHeads(ctx context.Context, fn func(HeadEvent)) error {
 	sctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(m.ctx, cancel)
 	if !m.spawn(func() { <-sctx.Done(); stop(); cancel() }) {
@@ -523,22 +524,23 @@ func (m *MultiBeacon) SubscribeHeads(ctx context.Context, fn func(slot phase0.Sl
 		return errStopped
 	}
 	var (
-		mu      sync.Mutex
-		highest phase0.Slot
-		seen    bool
+		mu   sync.Mutex
+		last HeadEvent
+		seen bool
 	)
-	forward := func(mem *member) func(phase0.Slot) {
-		return func(slot phase0.Slot) {
+	forward := func(mem *member) func(HeadEvent) {
+		return func(e HeadEvent) {
 			m.mu.Lock()
 			wrong := mem.wrongChain
 			m.mu.Unlock()
 			mu.Lock()
 			defer mu.Unlock()
-			if wrong || sctx.Err() != nil || (seen && slot <= highest) {
+			sameRoots := e.PreviousDutyDependentRoot == last.PreviousDutyDependentRoot && e.CurrentDutyDependentRoot == last.CurrentDutyDependentRoot
+			if wrong || sctx.Err() != nil || (seen && (e.Slot < last.Slot || (e.Slot == last.Slot && sameRoots))) {
 				return
 			}
-			highest, seen = slot, true
-			fn(slot)
+			last, seen = e, true
+			fn(e)
 		}
 	}
 	healthy, unhealthy := m.ordered()

@@ -35,7 +35,9 @@ type fakeBeacon struct {
 	submits   atomic.Int32 // SubmitAttestations calls
 
 	mu   sync.Mutex
-	subs []func(phase0.Slot)
+	subs []func(HeadEvent)
+
+	DutyBeacon // the duties beyond attesting are not scripted: calling one panics the test
 }
 
 var errFakeDown = errors.New("fake beacon down")
@@ -105,7 +107,7 @@ func (f *fakeBeacon) SubmitAttestations(ctx context.Context, _ []*spec.Versioned
 	return nil
 }
 
-func (f *fakeBeacon) SubscribeHeads(ctx context.Context, fn func(phase0.Slot)) error {
+func (f *fakeBeacon) SubscribeHeads(ctx context.Context, fn func(HeadEvent)) error {
 	if f.down.Load() || f.subFails.Add(-1) >= 0 {
 		return errFakeDown
 	}
@@ -121,7 +123,7 @@ func (f *fakeBeacon) emit(slot phase0.Slot) {
 	subs := slices.Clone(f.subs)
 	f.mu.Unlock()
 	for _, fn := range subs {
-		fn(slot)
+		fn(HeadEvent{Slot: slot})
 	}
 }
 
@@ -304,7 +306,7 @@ func TestMultiBeacon_SubscribeHeadsDedupes(t *testing.T) {
 	var mu sync.Mutex
 	var got []phase0.Slot
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := m.SubscribeHeads(ctx, func(s phase0.Slot) { mu.Lock(); got = append(got, s); mu.Unlock() }); err != nil {
+	if err := m.SubscribeHeads(ctx, func(e HeadEvent) { mu.Lock(); got = append(got, e.Slot); mu.Unlock() }); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range []struct {
@@ -353,7 +355,7 @@ func TestMultiBeacon_CancelStopsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SubscribeHeads(context.Background(), func(phase0.Slot) {}); err != nil {
+	if err := m.SubscribeHeads(context.Background(), func(HeadEvent) {}); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/attestantio/go-eth2-client/api"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/hashicorp/raft"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -141,15 +142,19 @@ type Node struct {
 	peers   []peer.ID
 	ready   chan struct{} // closed when the chain and slashing DB are ready
 
-	mu      sync.Mutex
-	beacon  Beacon
-	chain   *Chain
-	db      *slashingdb.DB
-	indices map[phase0.BLSPubKey]phase0.ValidatorIndex
-	duties  map[phase0.Epoch][]*attesterDuty
-	heads   *headTracker
-	atts    map[dutyKey]*attesterRun
-	submitQ chan submission
+	mu            sync.Mutex
+	beacon        Beacon
+	chain         *Chain
+	db            *slashingdb.DB
+	indices       map[phase0.BLSPubKey]phase0.ValidatorIndex
+	duties        map[phase0.Epoch]*epochDuties
+	depRoots      map[phase0.Epoch][2]phase0.Root // first (previous, current) duty dependent roots seen per epoch
+	heads         *headTracker
+	runs          map[dutyKey]*sigRun
+	selections    map[dutyKey]map[phase0.BLSPubKey]selection
+	started       map[dutyKey]bool
+	registrations []*api.VersionedSignedValidatorRegistration // combined once, submitted every epoch
+	firstSlot     atomic.Bool
 
 	gate          *signGate
 	doppelgangers map[phase0.BLSPubKey]bool
@@ -187,14 +192,16 @@ func Run(ctx context.Context, cfg Config) error {
 
 	n := &Node{
 		cfg: cfg, id: id, metrics: newMetrics(), ready: make(chan struct{}),
-		log:     cfg.Logger.With("node", id.ShareIndex),
-		peers:   id.Lock.PeerIDs(),
-		agg:     newAggregator(id.Lock.Threshold, id),
-		duties:  map[phase0.Epoch][]*attesterDuty{},
-		heads:   newHeadTracker(),
-		atts:    map[dutyKey]*attesterRun{},
-		submitQ: make(chan submission, 64),
-		tracker: newTracker(id.ShareIndex), ring: newDutyRing(defaultDutyRingSize),
+		log:        cfg.Logger.With("node", id.ShareIndex),
+		peers:      id.Lock.PeerIDs(),
+		agg:        newAggregator(id.Lock.Threshold, id),
+		duties:     map[phase0.Epoch]*epochDuties{},
+		depRoots:   map[phase0.Epoch][2]phase0.Root{},
+		heads:      newHeadTracker(),
+		runs:       map[dutyKey]*sigRun{},
+		selections: map[dutyKey]map[phase0.BLSPubKey]selection{},
+		started:    map[dutyKey]bool{},
+		tracker:    newTracker(id.ShareIndex), ring: newDutyRing(defaultDutyRingSize),
 		gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)

@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/attestantio/go-eth2-client/spec"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 )
 
@@ -292,52 +291,36 @@ func attesterPubkeys(duties []*attesterDuty) []phase0.BLSPubKey {
 // recordDutyStart notes that key's duty started for duties' validators: a validator with no
 // outcome by the end of the slot shows as missed. Optional: without it, only duties with an
 // outcome appear.
-func (n *Node) recordDutyStart(key dutyKey, duties []*attesterDuty) {
+func (n *Node) recordDutyStart(key dutyKey, pubkeys []phase0.BLSPubKey) {
 	if r := n.dutyRing(); r != nil {
-		r.record(key, n.dutyDeadline(key), attesterPubkeys(duties), outcomePending, "", "")
+		r.record(key, n.dutyDeadline(key), pubkeys, outcomePending, "", "")
 	}
 }
 
 // recordDutyFailure notes that key's duty failed for duties' validators with the metric reason
 // and its error.
-func (n *Node) recordDutyFailure(key dutyKey, duties []*attesterDuty, reason string, err error) {
+func (n *Node) recordDutyFailure(key dutyKey, pubkeys []phase0.BLSPubKey, reason string, err error) {
 	if r := n.dutyRing(); r != nil {
 		detail := ""
 		if err != nil {
 			detail = err.Error()
 		}
-		r.record(key, n.dutyDeadline(key), attesterPubkeys(duties), outcomeFailed, reason, detail)
+		r.record(key, n.dutyDeadline(key), pubkeys, outcomeFailed, reason, detail)
 	}
 }
 
-// recordSubmission notes the beacon node's verdict on a batch of key's recovered attestations:
-// success for their validators when err is nil, else a failure (beacon_error, or late). Attestations whose
-// validator index is unknown to this node are skipped.
-func (n *Node) recordSubmission(key dutyKey, atts []*spec.VersionedAttestation, err error) {
+// recordSubmission notes the beacon node's verdict on a submission of key's recovered
+// signatures for pubkeys: success when err is nil, else a failure (beacon_error, or late).
+func (n *Node) recordSubmission(key dutyKey, pubkeys []phase0.BLSPubKey, err error) {
 	r := n.dutyRing()
 	if r == nil {
 		return
 	}
-	n.mu.Lock()
-	byIndex := make(map[phase0.ValidatorIndex]phase0.BLSPubKey, len(n.indices))
-	for pk, idx := range n.indices {
-		byIndex[idx] = pk
-	}
-	n.mu.Unlock()
-	var pks []phase0.BLSPubKey
-	for _, a := range atts {
-		if a == nil || a.ValidatorIndex == nil {
-			continue
-		}
-		if pk, ok := byIndex[*a.ValidatorIndex]; ok {
-			pks = append(pks, pk)
-		}
-	}
 	if err != nil {
-		r.record(key, n.dutyDeadline(key), pks, outcomeFailed, beaconReason(err), err.Error())
+		r.record(key, n.dutyDeadline(key), pubkeys, outcomeFailed, beaconReason(err), err.Error())
 		return
 	}
-	r.record(key, n.dutyDeadline(key), pks, outcomeSuccess, "submitted", "")
+	r.record(key, n.dutyDeadline(key), pubkeys, outcomeSuccess, "submitted", "")
 }
 
 //go:embed statuspage.html

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/attestantio/go-eth2-client/spec"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 )
 
@@ -178,26 +177,25 @@ func TestStatusDutyRing_Bounded(t *testing.T) {
 	}
 }
 
-// TestStatusDutyRing_NodeHooks checks the hooks attester.go calls: no-ops without a ring;
-// with one, submissions map validator indices to keys.
+// TestStatusDutyRing_NodeHooks checks the hooks every duty calls: no-ops without a ring; with
+// one, outcomes land per validator.
 func TestStatusDutyRing_NodeHooks(t *testing.T) {
 	a, b := testPubkey(1), testPubkey(2)
 	n := &Node{indices: map[phase0.BLSPubKey]phase0.ValidatorIndex{a: 10, b: 11}}
 	key := dutyKey{Slot: 4, Type: dutyAttester}
-	duties := []*attesterDuty{{Pubkey: a}, {Pubkey: b}}
+	duties := []phase0.BLSPubKey{a, b}
 	n.recordDutyStart(key, duties) // no ring: nothing happens
 	ring := newDutyRing(4)
 	n.ring = ring
 
 	n.recordDutyStart(key, duties)
 	n.recordDutyFailure(key, duties[1:], "no_consensus", errors.New("timeout"))
-	idx, unknown := phase0.ValidatorIndex(10), phase0.ValidatorIndex(99)
-	n.recordSubmission(key, []*spec.VersionedAttestation{{ValidatorIndex: &idx}, {ValidatorIndex: &unknown}, {}, nil}, nil)
+	n.recordSubmission(key, []phase0.BLSPubKey{a}, nil)
 	rates := ring.rates(time.Now(), []phase0.BLSPubKey{a, b}, nil)
 	if rates[0].Succeeded != 1 || rates[1].Failed != 1 {
 		t.Fatalf("rates %+v", rates)
 	}
-	n.recordSubmission(dutyKey{Slot: 5, Type: dutyAttester}, []*spec.VersionedAttestation{{ValidatorIndex: &idx}}, errors.New("503"))
+	n.recordSubmission(dutyKey{Slot: 5, Type: dutyAttester}, []phase0.BLSPubKey{a}, errors.New("503"))
 	ring.mu.Lock()
 	defer ring.mu.Unlock()
 	if e := ring.entries[1]; e.key.Slot != 5 || e.outcomes[a].state != outcomeFailed || e.outcomes[a].reason != ReasonBeaconError || e.outcomes[a].detail != "503" {

@@ -270,6 +270,10 @@ func failureReason(err error) string {
 		return ReasonDoppelganger
 	case errors.Is(err, ErrInvalidDecided):
 		return ReasonInvalidDecided
+	case errors.Is(err, ErrInsufficientPartials):
+		return ReasonInsufficientPartials
+	case errors.Is(err, ErrBeacon):
+		return ReasonBeaconError
 	}
 	return ReasonInternal
 }

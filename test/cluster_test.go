@@ -436,6 +436,9 @@ func checkTrackerReasons(t *testing.T, monitoring string) {
 	nodes := map[uint64]bool{}
 	for _, r := range recs {
 		nodes[r.Node] = true
+		if r.Type != "attester" {
+			continue // the aggregations of those slots fail for the same reason, at fetch
+		}
 		switch epoch := r.Slot / testSlotsPerEpoch; {
 		case r.Result == "running":
 		case epoch == 1 || epoch == 2:
