@@ -149,7 +149,6 @@ func (r *sigRun) wait(ctx context.Context) (map[phase0.BLSPubKey]phase0.BLSSigna
 	return maps.Clone(r.got), nil
 }
 
-
 // ErrInsufficientPartials is returned when fewer than threshold valid partials arrived in time.
 var ErrInsufficientPartials = errors.New("not enough valid partial signatures")
 
