@@ -44,7 +44,10 @@ type Config struct {
 	BeaconURLs     []string
 	P2PListen      string // multiaddr; default: this operator's address in the lock
 	MonitoringAddr string // host:port for /metrics, /readyz, /status; empty disables
-	BeaconTimeout  time.Duration
+	// AdminAddr is the loopback host:port of the admin endpoint `dvmesh exit` talks to; empty
+	// disables it.
+	AdminAddr     string
+	BeaconTimeout time.Duration
 	// DoppelgangerEpochs is how many epochs a cold start watches for another signer before
 	// signing; 0 means DefaultDoppelgangerEpochs, negative disables the check.
 	DoppelgangerEpochs int
@@ -116,6 +119,15 @@ func (c *Config) setDefaults() error {
 			return fmt.Errorf("setting monitoring-addr %q: %v: use host:port such as 127.0.0.1:3620, or empty to disable", c.MonitoringAddr, err)
 		}
 	}
+	if c.AdminAddr != "" {
+		host, _, err := net.SplitHostPort(c.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("setting admin-addr %q: %v: use host:port such as 127.0.0.1:3630, or empty to disable", c.AdminAddr, err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("setting admin-addr %q: the admin endpoint has no authentication and must listen on a loopback address such as 127.0.0.1", c.AdminAddr)
+		}
+	}
 	if c.BeaconTimeout < 0 {
 		return fmt.Errorf("setting beacon-timeout %s is negative", c.BeaconTimeout)
 	}
@@ -167,6 +179,7 @@ type Node struct {
 	beacons *MultiBeacon // the HTTP beacon nodes, unless Config.Beacon replaced them
 	dialled Beacon       // the beacon client from start-up on; n.beacon is set once the chain is connected
 
+	exits  *exitBook // voluntary exits being consented to
 	guard  *p2p.InstanceGuard
 	halted atomic.Pointer[string] // why this node stopped signing, if it did
 }
@@ -189,6 +202,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer unlock()
+	exits, err := openExitBook(cfg.DataDir)
+	if err != nil {
+		return err
+	}
 
 	n := &Node{
 		cfg: cfg, id: id, metrics: newMetrics(), ready: make(chan struct{}),
@@ -202,7 +219,7 @@ func Run(ctx context.Context, cfg Config) error {
 		selections: map[dutyKey]map[phase0.BLSPubKey]selection{},
 		started:    map[dutyKey]bool{},
 		tracker:    newTracker(id.ShareIndex), ring: newDutyRing(defaultDutyRingSize),
-		gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
+		exits: exits, gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -238,6 +255,13 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() { defer wg.Done(); n.guard.Run(ctx, 5*time.Second) }()
 	if cfg.MonitoringAddr != "" {
 		srv, err := n.serveMonitoring(cfg.MonitoringAddr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	if cfg.AdminAddr != "" {
+		srv, err := n.serveAdmin(ctx, cfg.AdminAddr)
 		if err != nil {
 			return err
 		}
@@ -301,6 +325,7 @@ func (n *Node) startNetwork(slotDuration time.Duration) error {
 	n.guard = p2p.NewInstanceGuard(n.host, 2*time.Second, n.onDuplicate, n.log.With("component", "instance"))
 	n.serveDoppelganger()
 	n.serveTracker()
+	n.serveExits()
 	return nil
 }
 

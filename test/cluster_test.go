@@ -39,6 +39,7 @@ type cluster struct {
 	sim        *simbeacon.Sim
 	url        string
 	monitoring []string
+	admin      []string
 	wrap       func(node.Beacon) node.Beacon
 	// doppelgangerEpochs is passed to every node (0: the default).
 	doppelgangerEpochs int
@@ -92,7 +93,7 @@ func newCluster(t *testing.T, validators int) *cluster {
 	}
 	srv := httptest.NewServer(sim.Handler())
 	t.Cleanup(func() { sim.Close(); srv.Close() })
-	return &cluster{t: t, dir: dir, lock: l, sim: sim, url: srv.URL, monitoring: freeAddrs(t, 4)}
+	return &cluster{t: t, dir: dir, lock: l, sim: sim, url: srv.URL, monitoring: freeAddrs(t, 4), admin: freeAddrs(t, 4)}
 }
 
 func (c *cluster) nodeDir(i int) string {
@@ -125,6 +126,7 @@ func (c *cluster) startNode(i int) {
 	}
 	cfg := node.Config{
 		NodeDir: c.nodeDir(i), DataDir: c.dataDir(i), BeaconURLs: []string{c.url}, MonitoringAddr: c.monitoring[i-1],
+		AdminAddr:          c.admin[i-1],
 		DoppelgangerEpochs: c.doppelgangerEpochs,
 		Logger:             slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelInfo})).With("test_node", i),
 	}

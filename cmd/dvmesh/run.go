@@ -41,6 +41,7 @@ environment, which beats the file.`,
 	f.StringSliceVar(&cfg.BeaconURLs, "beacon-url", nil, "beacon node API URL; repeat or comma-separate for redundant beacon nodes (ideally different clients)")
 	f.StringVar(&cfg.P2PListen, "p2p-listen", "", "libp2p listen multiaddr (default: this operator's address in the lock)")
 	f.StringVar(&cfg.MonitoringAddr, "monitoring-addr", "127.0.0.1:3620", "address for /metrics, /readyz and /status (empty disables)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:3630", "loopback address of the admin endpoint 'dvmesh exit' talks to (empty disables)")
 	f.DurationVar(&cfg.BeaconTimeout, "beacon-timeout", 0, "beacon node request timeout (default 10s)")
 	f.IntVar(&cfg.DoppelgangerEpochs, "doppelganger-epochs", node.DefaultDoppelgangerEpochs, "epochs a cold start watches for another signer before signing (-1 disables)")
 	f.Uint64Var(&cfg.SlashingKeepEpochs, "slashing-keep-epochs", node.DefaultSlashingKeepEpochs, "epochs of signing history kept in full (older: watermarks)")
