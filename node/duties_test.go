@@ -172,8 +172,16 @@ func TestProposal_EncodeDecodeAndValidate(t *testing.T) {
 			t.Fatalf("blinded=%v: valid proposal refused: %v", blinded, err)
 		}
 		wrongs := map[string]func() error{
-			"slot":          func() error { d := *duty.ProposerDuty; d.Slot++; return validateProposal(q, &proposerDuty{ProposerDuty: &d}, reveal, fee) },
-			"proposer":      func() error { d := *duty.ProposerDuty; d.ValidatorIndex++; return validateProposal(q, &proposerDuty{ProposerDuty: &d}, reveal, fee) },
+			"slot": func() error {
+				d := *duty.ProposerDuty
+				d.Slot++
+				return validateProposal(q, &proposerDuty{ProposerDuty: &d}, reveal, fee)
+			},
+			"proposer": func() error {
+				d := *duty.ProposerDuty
+				d.ValidatorIndex++
+				return validateProposal(q, &proposerDuty{ProposerDuty: &d}, reveal, fee)
+			},
 			"randao":        func() error { return validateProposal(q, duty, phase0.BLSSignature{9}, fee) },
 			"fee recipient": func() error { return validateProposal(q, duty, reveal, [20]byte{1}) },
 		}
