@@ -1,7 +1,10 @@
 package signing
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/herumi/bls-eth-go-binary/bls"
+	"golang.org/x/crypto/pbkdf2"
 	keystorev4 "github.com/wealdtech/go-eth2-wallet-encryptor-keystorev4"
 )
 
@@ -30,7 +34,14 @@ type Keystore struct {
 const (
 	KDFPBKDF2 = "pbkdf2" // PBKDF2-SHA256, 2^18 rounds: ~50 ms and little memory per keystore here
 	KDFScrypt = "scrypt" // scrypt N=2^18: ~1 s and 256 MiB per keystore here; costlier to brute-force
+	// KDFInsecure is PBKDF2-SHA256 with 16 rounds: a valid EIP-2335 keystore that any client
+	// decrypts, for benchmarks and test networks with thousands of validators only. Its
+	// password can be brute-forced: never use it for keys that hold value.
+	KDFInsecure = "insecure-pbkdf2-16"
 )
+
+// insecureRounds is KDFInsecure's PBKDF2 iteration count.
+const insecureRounds = 16
 
 // EncryptKeystore encrypts sk under password with the EIP-2335 PBKDF2-SHA256 KDF (2^18 rounds).
 func EncryptKeystore(sk *bls.SecretKey, password, description string) (*Keystore, error) {
@@ -39,10 +50,18 @@ func EncryptKeystore(sk *bls.SecretKey, password, description string) (*Keystore
 
 // EncryptKeystoreKDF encrypts sk under password with the given EIP-2335 KDF.
 func EncryptKeystoreKDF(sk *bls.SecretKey, password, description, kdf string) (*Keystore, error) {
-	if kdf != KDFPBKDF2 && kdf != KDFScrypt {
-		return nil, fmt.Errorf("%w: unknown KDF %q (want %s or %s)", ErrBadKeystore, kdf, KDFPBKDF2, KDFScrypt)
+	var (
+		crypto map[string]any
+		err    error
+	)
+	switch kdf {
+	case KDFPBKDF2, KDFScrypt:
+		crypto, err = keystorev4.New(keystorev4.WithCipher(kdf)).Encrypt(sk.Serialize(), password)
+	case KDFInsecure:
+		crypto, err = encryptInsecure(sk.Serialize(), password)
+	default:
+		return nil, fmt.Errorf("%w: unknown KDF %q (want %s, %s or, for test networks only, %s)", ErrBadKeystore, kdf, KDFPBKDF2, KDFScrypt, KDFInsecure)
 	}
-	crypto, err := keystorev4.New(keystorev4.WithCipher(kdf)).Encrypt(sk.Serialize(), password)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt keystore: %w", err)
 	}
@@ -113,4 +132,40 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// encryptInsecure writes the EIP-2335 crypto section (PBKDF2-SHA256 with insecureRounds rounds,
+// AES-128-CTR, SHA-256 checksum) that keystorev4 only produces with a testing-only option.
+// Decryption goes through keystorev4 like any keystore.
+func encryptInsecure(secret []byte, password string) (map[string]any, error) {
+	salt := make([]byte, 32)
+	iv := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
+	if _, err := rand.Read(iv); err != nil {
+		return nil, err
+	}
+	// EIP-2335 normalises the password (NFKD, control characters stripped); test passwords are
+	// plain ASCII, which normalisation leaves as is: refuse anything else.
+	for _, r := range password {
+		if r < 0x20 || r > 0x7e {
+			return nil, fmt.Errorf("%w: the insecure test KDF takes printable ASCII passwords only", ErrBadKeystore)
+		}
+	}
+	key := pbkdf2.Key([]byte(password), salt, insecureRounds, 32, sha256.New)
+	block, err := aes.NewCipher(key[:16])
+	if err != nil {
+		return nil, err
+	}
+	msg := make([]byte, len(secret))
+	cipher.NewCTR(block, iv).XORKeyStream(msg, secret)
+	sum := sha256.Sum256(append(append([]byte{}, key[16:32]...), msg...))
+	return map[string]any{
+		"kdf": map[string]any{"function": "pbkdf2", "params": map[string]any{
+			"dklen": 32, "c": insecureRounds, "prf": "hmac-sha256", "salt": hex.EncodeToString(salt)}, "message": ""},
+		"checksum": map[string]any{"function": "sha256", "params": map[string]any{}, "message": hex.EncodeToString(sum[:])},
+		"cipher": map[string]any{"function": "aes-128-ctr", "params": map[string]any{"iv": hex.EncodeToString(iv)},
+			"message": hex.EncodeToString(msg)},
+	}, nil
 }
