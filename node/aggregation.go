@@ -112,6 +112,7 @@ func (n *Node) runAggregator(ctx context.Context, slot phase0.Slot, duties []*at
 	}
 	d := n.beginDuty(dutyKey{Slot: slot, Type: dutyAggregator}, attesterPubkeys(aggs))
 	defer d.finish(ctx)
+	d.step(StepStart)
 	decidedData, ok := n.cons.Decided(consensus.Duty{Slot: uint64(slot), Type: dutyAttester})
 	if !ok {
 		d.fail(StepFetch, ReasonNoConsensus, errors.New("the slot's attestation data was never agreed"))

@@ -52,6 +52,7 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 		d.fail(StepFetch, ReasonLate, ctx.Err())
 		return
 	}
+	d.step(StepStart)
 	data, err := n.beacon.AttestationData(ctx, slot)
 	if err != nil {
 		d.fail(StepFetch, beaconReason(err), err)

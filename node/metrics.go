@@ -3,6 +3,7 @@ package node
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	rtmetrics "runtime/metrics"
 )
 
 // metrics are one node's Prometheus series. Each node has its own registry so that several nodes
@@ -79,6 +80,9 @@ func newMetrics() *metrics {
 	m.reorgs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dvmesh_reorg_duty_refetches_total", Help: "Head events whose duty dependent roots changed, so duties were fetched again.",
 	})
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dvmesh_go_heap_live_bytes", Help: "Go heap live after the last garbage collection (runtime/metrics /gc/heap/live:bytes): flat over time unless memory leaks.",
+	}, heapLive))
 	m.reg.MustRegister(m.reorgs, m.leaderChanges, m.applyLag, m.peerRTT, m.dutiesExpected, m.halted, m.partialsSent, m.doppelgangers, m.duties, m.stepSeconds, m.slashingRefusals, m.partials, m.submitted,
 		m.raftRole, m.raftTerm, m.peersConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,4 +120,14 @@ func (c *beaconCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(s.Errors), s.URL)
 		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, s.LastLatency.Seconds(), s.URL)
 	}
+}
+
+// heapLive reads the heap marked live by the last GC.
+func heapLive() float64 {
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return float64(s[0].Value.Uint64())
 }

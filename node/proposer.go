@@ -51,6 +51,7 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 	slot := duty.Slot
 	d := n.beginDuty(dutyKey{Slot: slot, Type: dutyProposer}, []phase0.BLSPubKey{duty.Pubkey})
 	defer d.finish(ctx)
+	d.step(StepStart)
 	if reason := n.haltedReason(); reason != "" {
 		d.fail(StepFetch, ReasonDuplicateInstance, fmt.Errorf("%w: %s", ErrHalted, reason))
 		return

@@ -62,6 +62,7 @@ func (n *Node) runSyncMessage(ctx context.Context, slot phase0.Slot, duties []*s
 		return
 	}
 	n.heads.Wait(ctx, slot, n.chain.SlotStart(slot).Add(n.chain.SlotDuration/3))
+	d.step(StepStart)
 	head, err := n.beacon.BeaconBlockRoot(ctx, "head")
 	if err != nil {
 		d.fail(StepFetch, beaconReason(err), err)
@@ -213,6 +214,7 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 	}
 	d := n.beginDuty(dutyKey{Slot: slot, Type: dutySyncContrib}, pks)
 	defer d.finish(ctx)
+	d.step(StepStart)
 	decidedRoot, ok := n.cons.Decided(consensus.Duty{Slot: uint64(slot), Type: dutySyncMessage})
 	if !ok || len(decidedRoot) != 32 {
 		d.fail(StepFetch, ReasonNoConsensus, errors.New("the slot's sync committee block root was never agreed"))

@@ -34,6 +34,9 @@ const (
 
 // Step names, in pipeline order.
 const (
+	// StepStart is when the duty's work begins, after its planned wait (the head block or a
+	// third of the slot for attesters, two thirds for aggregations): latencies count from it.
+	StepStart     = "start"
 	StepFetch     = "fetch"
 	StepConsensus = "consensus"
 	StepValidate  = "validate"
