@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
@@ -43,6 +44,10 @@ type Config struct {
 	DepositContract string
 	// Public is false for devnet: its values must come from the operator and the beacon node.
 	Public bool
+	// GenesisTime, SlotDuration and SlotsPerEpoch give the wall-clock slot; zero for devnet.
+	GenesisTime   time.Time
+	SlotDuration  time.Duration
+	SlotsPerEpoch uint64
 }
 
 // Fork indices in Config.Forks.
@@ -63,7 +68,15 @@ const (
 //   - hoodi: eth-clients/hoodi metadata/config.yaml and README.md (genesis validators root), and
 //     Lighthouse's built-in hoodi/config.yaml (Electra at 2048, Fulu at 50688).
 //   - sepolia: eth-clients/sepolia metadata/config.yaml and README.md (Bepolia genesis validators
-//     root), and Lighthouse's built-in sepolia/config.yaml (Fulu at 272640).
+//     root and genesis time), and Lighthouse's built-in sepolia/config.yaml (Fulu at 272640).
+//   - genesis times: mainnet 1606824023 (Dec 1, 2020, 12:00:23 UTC, as clients hard-code it),
+//     hoodi 1742213400 (eth-clients/hoodi README), sepolia 1655733600 (eth-clients/sepolia
+//     README). TestWallClock_ForkDates checks them against the published fork dates. All three use the mainnet preset:
+//     12-second slots, 32 slots per epoch.
+//
+// (eth-clients/hoodi's metadata/genesis_validators_root.txt has been seen with another value,
+// 0x596599e1…, from a relaunch before the final genesis; the README's root, used here, is the
+// one clients and operators use.)
 //
 // They are checked by TestBuiltIn_KnownValues against the well-known values and against the
 // domains computed by hand from the spec.
@@ -83,6 +96,9 @@ var builtIn = map[string]*Config{
 		},
 		DepositContract: "0x00000000219ab540356cBB839Cbe05303d7705Fa",
 		Public:          true,
+		GenesisTime:     time.Unix(1606824023, 0),
+		SlotDuration:    12 * time.Second,
+		SlotsPerEpoch:   32,
 	},
 	Hoodi: {
 		Name:                  Hoodi,
@@ -99,6 +115,9 @@ var builtIn = map[string]*Config{
 		},
 		DepositContract: "0x00000000219ab540356cBB839Cbe05303d7705Fa",
 		Public:          true,
+		GenesisTime:     time.Unix(1742213400, 0),
+		SlotDuration:    12 * time.Second,
+		SlotsPerEpoch:   32,
 	},
 	Sepolia: {
 		Name:                  Sepolia,
@@ -115,6 +134,9 @@ var builtIn = map[string]*Config{
 		},
 		DepositContract: "0x7f02C3E3c98b133055B8B348B2Ac625669Ed295D",
 		Public:          true,
+		GenesisTime:     time.Unix(1655733600, 0),
+		SlotDuration:    12 * time.Second,
+		SlotsPerEpoch:   32,
 	},
 	Devnet: {Name: Devnet},
 }
@@ -139,6 +161,33 @@ func Names() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// ByGenesisValidatorsRoot returns the public network with that genesis validators root.
+func ByGenesisValidatorsRoot(gvr phase0.Root) (*Config, bool) {
+	for _, n := range Names() {
+		if c := builtIn[n]; c.Public && c.GenesisValidatorsRoot == gvr {
+			cfg, _ := ByName(n)
+			return cfg, true
+		}
+	}
+	return nil, false
+}
+
+// WallClock returns the slot and epoch at now, and false before genesis or when the network's
+// timing is not known (devnet).
+func (c *Config) WallClock(now time.Time) (phase0.Slot, phase0.Epoch, bool) {
+	return WallClock(c.GenesisTime, c.SlotDuration, c.SlotsPerEpoch, now)
+}
+
+// WallClock returns the slot and epoch at now of a chain with the given timing, and false
+// before genesis or when the timing is not given.
+func WallClock(genesis time.Time, slotDuration time.Duration, slotsPerEpoch uint64, now time.Time) (phase0.Slot, phase0.Epoch, bool) {
+	if genesis.IsZero() || slotDuration <= 0 || slotsPerEpoch == 0 || now.Before(genesis) {
+		return 0, 0, false
+	}
+	slot := uint64(now.Sub(genesis) / slotDuration)
+	return phase0.Slot(slot), phase0.Epoch(slot / slotsPerEpoch), true
 }
 
 // CapellaForkVersion returns the Capella version of a fork schedule (EIP-7044: voluntary exits

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
@@ -210,5 +211,43 @@ func TestMainnetDomains(t *testing.T) {
 	}
 	if wrong := specDomain([4]byte{4, 0, 0, 0}, [4]byte(electra), gvr); [32]byte(exit) == wrong {
 		t.Fatal("exit domain must use Capella, not the current fork")
+	}
+}
+
+// TestWallClock_ForkDates checks the genesis times and slot timing against the fork dates the
+// networks published (config comments and client release notes).
+func TestWallClock_ForkDates(t *testing.T) {
+	for _, c := range []struct {
+		network string
+		fork    int
+		at      time.Time
+	}{
+		{Mainnet, ForkElectra, time.Date(2025, 5, 7, 10, 5, 11, 0, time.UTC)},
+		{Mainnet, ForkFulu, time.Date(2025, 12, 3, 21, 49, 11, 0, time.UTC)},
+		{Sepolia, ForkFulu, time.Date(2025, 10, 14, 7, 36, 0, 0, time.UTC)},
+		{Hoodi, ForkFulu, time.Date(2025, 10, 28, 18, 53, 12, 0, time.UTC)},
+	} {
+		cfg, _ := ByName(c.network)
+		slot, epoch, ok := cfg.WallClock(c.at)
+		if !ok || epoch != cfg.Forks[c.fork].Epoch || uint64(slot) != uint64(epoch)*32 {
+			t.Errorf("%s fork %d at %s: slot %d epoch %d (%v), want epoch %d", c.network, c.fork, c.at, slot, epoch, ok, cfg.Forks[c.fork].Epoch)
+		}
+		if _, e, _ := cfg.WallClock(c.at.Add(-time.Second)); e != cfg.Forks[c.fork].Epoch-1 {
+			t.Errorf("%s: a second before the fork is epoch %d", c.network, e)
+		}
+	}
+	main, _ := ByName(Mainnet)
+	if _, _, ok := main.WallClock(main.GenesisTime.Add(-time.Second)); ok {
+		t.Error("wall clock before genesis")
+	}
+	dev, _ := ByName(Devnet)
+	if _, _, ok := dev.WallClock(time.Now()); ok {
+		t.Error("devnet has no known timing")
+	}
+	if c, ok := ByGenesisValidatorsRoot(main.GenesisValidatorsRoot); !ok || c.Name != Mainnet {
+		t.Errorf("by root: %v %v", c, ok)
+	}
+	if _, ok := ByGenesisValidatorsRoot(phase0.Root{}); ok {
+		t.Error("the zero root names no network")
 	}
 }
