@@ -426,6 +426,10 @@ func (n *Node) connectChain(ctx context.Context, b Beacon) error {
 		return fmt.Errorf("beacon node %s is on the network with genesis fork version %#x, the cluster lock's is %s",
 			n.beaconNames(), chain.GenesisForkVersion[:], want)
 	}
+	if want := n.id.Lock.GenesisValidatorsRoot; want != "" && !strings.EqualFold(want, fmt.Sprintf("%#x", chain.GenesisValidatorsRoot[:])) {
+		return fmt.Errorf("beacon node %s is on the chain with genesis validators root %#x, the cluster lock's (%s) is %s",
+			n.beaconNames(), chain.GenesisValidatorsRoot[:], n.id.Lock.Network, want)
+	}
 	if err := checkClock(ctx, b, chain, time.Now()); err != nil {
 		return err
 	}

@@ -6,11 +6,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/spf13/cobra"
 
 	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/network"
 	"github.com/dvmesh/dvmesh/node"
 	"github.com/dvmesh/dvmesh/slashingdb"
 )
@@ -80,12 +82,31 @@ have never signed anywhere else; otherwise import their history with 'dvmesh sla
 	return cmd
 }
 
+// importClock is how import tells the chain's current slot: from the built-in network the
+// interchange's genesis validators root names, or from flags for any other chain.
+type importClock struct {
+	genesisUnix   int64
+	slotDuration  time.Duration
+	slotsPerEpoch uint64
+}
+
 func newSlashingImportCmd() *cobra.Command {
-	var dataDir string
+	var (
+		dataDir string
+		clock   importClock
+	)
 	cmd := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Import an EIP-3076 (v5) interchange file into a stopped node's slashing DB",
-		Args:  cobra.ExactArgs(1),
+		Short: "Import an EIP-3076 (v5) interchange file into a stopped node's slashing DB, and raise its watermarks to the wall clock",
+		Long: `import merges an EIP-3076 interchange into a stopped node's slashing DB. It then raises every
+validator's low watermarks to the current epoch and slot from the wall clock, in the DB: history
+exported from a validator client may lack its newest signatures, and nothing at or below the
+current epoch's target or the current slot may be signed after such an import.
+
+The chain's clock is known for mainnet, hoodi and sepolia (from the interchange's genesis
+validators root); for another chain give --genesis-time, or the node's own start-up guard does
+it when it starts.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
 			if err != nil {
@@ -97,16 +118,60 @@ func newSlashingImportCmd() *cobra.Command {
 				return err
 			}
 			defer unlock()
-			n, err := slashingdb.ImportFile(filepath.Join(dataDir, node.SlashingDBFile), f)
+			path := filepath.Join(dataDir, node.SlashingDBFile)
+			n, err := slashingdb.ImportFile(path, f)
 			if err != nil {
 				return fmt.Errorf("import %s: %w", args[0], err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Imported the history of %d validators from %s\n", n, args[0])
-			return nil
+			return raiseToWallClock(cmd.OutOrStdout(), path, clock, time.Now())
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the node's data directory")
+	cmd.Flags().Int64Var(&clock.genesisUnix, "genesis-time", 0, "chain genesis time in unix seconds, for chains other than mainnet, hoodi and sepolia")
+	cmd.Flags().DurationVar(&clock.slotDuration, "slot-duration", 12*time.Second, "slot duration, with --genesis-time")
+	cmd.Flags().Uint64Var(&clock.slotsPerEpoch, "slots-per-epoch", 32, "slots per epoch, with --genesis-time")
 	return cmd
+}
+
+// raiseToWallClock raises the watermarks of every validator in the DB at path to the current
+// epoch and slot. The import has committed before: if this fails, the node's start-up guard
+// still raises the same bound in memory when it starts, so the error says so.
+func raiseToWallClock(out io.Writer, path string, c importClock, now time.Time) error {
+	db, err := slashingdb.OpenExisting(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	genesis, slotDuration, slotsPerEpoch := time.Time{}, c.slotDuration, c.slotsPerEpoch
+	if c.genesisUnix != 0 {
+		genesis = time.Unix(c.genesisUnix, 0)
+	}
+	if cfg, ok := network.ByGenesisValidatorsRoot(db.GenesisValidatorsRoot()); ok {
+		if c.genesisUnix != 0 && !genesis.Equal(cfg.GenesisTime) {
+			return fmt.Errorf("--genesis-time %d contradicts %s's %d (the interchange is for %s): leave it out",
+				c.genesisUnix, cfg.Name, cfg.GenesisTime.Unix(), cfg.Name)
+		}
+		genesis, slotDuration, slotsPerEpoch = cfg.GenesisTime, cfg.SlotDuration, cfg.SlotsPerEpoch
+	}
+	if genesis.IsZero() {
+		fmt.Fprintln(out, "Watermarks not raised from the wall clock: this chain's genesis time is unknown here (give --genesis-time); "+
+			"the node raises its start-up guard from its beacon node's clock when it starts.")
+		return nil
+	}
+	slot, epoch, started := network.WallClock(genesis, slotDuration, slotsPerEpoch, now)
+	if !started {
+		fmt.Fprintln(out, "Before genesis: nothing can have been signed, no watermark to raise.")
+		return nil
+	}
+	if err := db.RaiseWatermarks(epoch, slot); err != nil {
+		return fmt.Errorf("%w (the history was imported; the node's start-up guard raises the same bound when it starts)", err)
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Raised the watermarks from the wall clock: nothing at or below epoch %d (target) or slot %d will be signed\n", epoch, slot)
+	return nil
 }
 
 func newSlashingExportCmd() *cobra.Command {
