@@ -43,6 +43,9 @@ type CreateOptions struct {
 	// GenesisForkVersion is 0x-hex, 4 bytes: required for a devnet; for a public network it may
 	// be left empty, and must match the network's if given.
 	GenesisForkVersion string
+	// Proposals are the cluster-wide proposal and builder settings written into the lock (every
+	// node signs blocks and registrations from them); nil leaves the cluster unable to propose.
+	Proposals *lock.ProposalSettings
 	// KDF is the keystores' EIP-2335 KDF: signing.KDFPBKDF2 (default) or signing.KDFScrypt.
 	KDF string
 	// Progress, when set, is called after each keystore written with the count done and the total.
@@ -101,7 +104,7 @@ func Create(o CreateOptions) (*Created, error) {
 		return nil, err
 	}
 	l := &lock.Lock{Version: lock.Version, Name: o.Name, Network: net.name, GenesisForkVersion: net.gfvHex,
-		GenesisValidatorsRoot: net.gvrHex, Threshold: o.Threshold}
+		GenesisValidatorsRoot: net.gvrHex, Threshold: o.Threshold, Proposals: o.Proposals}
 	keys, err := operatorKeys(l, o)
 	if err != nil {
 		return nil, err

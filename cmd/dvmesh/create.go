@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dvmesh/dvmesh/deposit"
+	"github.com/dvmesh/dvmesh/lock"
 	"github.com/dvmesh/dvmesh/network"
 	"github.com/dvmesh/dvmesh/node"
 	"github.com/dvmesh/dvmesh/signing"
@@ -28,6 +29,10 @@ type createFlags struct {
 	existingDir        string
 	existingPassword   string
 	quarantineExisting bool
+	feeRecipient       string
+	builder            bool
+	builderBoost       uint64
+	gasLimit           uint64
 }
 
 func newCreateClusterCmd() *cobra.Command {
@@ -80,6 +85,10 @@ on an offline machine; for keys no machine ever holds, use a DKG.`,
 	f.BoolVar(&cf.noDeposits, "no-deposits", false, "write no deposit data on a public network (the keys can then only be deposited after 'dvmesh combine')")
 	f.StringVar(&cf.existingDir, "split-existing-keys", "", "split the keys of the EIP-2335 keystores DIR/keystore-*.json instead of generating keys")
 	f.StringVar(&cf.existingPassword, "split-existing-keys-password-file", "", "one password file for all existing keystores (default: keystore-X.txt beside each keystore-X.json)")
+	f.StringVar(&cf.feeRecipient, "fee-recipient", "", "0x execution address that receives every proposal's fees (required to propose blocks)")
+	f.BoolVar(&cf.builder, "builder", false, "use MEV-boost builders: sign validator registrations and ask for builder blocks")
+	f.Uint64Var(&cf.builderBoost, "builder-boost-factor", 100, "with --builder: weight of the builder payload's value against the local one, in percent")
+	f.Uint64Var(&cf.gasLimit, "gas-limit", 60_000_000, "with --builder: gas limit in the validator registrations")
 	f.BoolVar(&cf.quarantineExisting, "quarantine-source", false, "after creating the cluster, move the existing keystores (and their own password files) into <out>/"+node.QuarantineDirName)
 	return cmd
 }
@@ -87,6 +96,18 @@ on an offline machine; for keys no machine ever holds, use a DKG.`,
 func runCreateCluster(cmd *cobra.Command, o node.CreateOptions, cf createFlags) error {
 	out := cmd.OutOrStdout()
 	o.DepositAmount = phase0.Gwei(cf.depositAmount)
+	if cf.feeRecipient != "" {
+		o.Proposals = &lock.ProposalSettings{FeeRecipient: cf.feeRecipient, Builder: cf.builder, BuilderBoostFactor: cf.builderBoost,
+			GasLimit: cf.gasLimit, RegistrationTimestamp: uint64(time.Now().Unix())}
+		if _, err := o.Proposals.FeeRecipientAddress(); err != nil {
+			return fmt.Errorf("--fee-recipient: %w", err)
+		}
+	} else {
+		if cf.builder {
+			return errors.New("--builder needs --fee-recipient")
+		}
+		fmt.Fprintln(out, "Warning: no --fee-recipient: this cluster's validators cannot propose blocks (recreate the cluster with one)")
+	}
 	if err := checkCreateFlags(cmd, &o, cf); err != nil {
 		return err
 	}
