@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
 	"github.com/attestantio/go-eth2-client/spec/bellatrix"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
@@ -97,11 +98,16 @@ type Sim struct {
 
 	syncCommittees map[uint64]*syncCommittee // by period, bounded
 	dl             dutyLog
-	records        map[phase0.Slot]*slotRecord
-	unattrWrong    uint64 // wrong submissions that cannot be attributed to an existing slot
-	failures       []Failure
-	marked         map[phase0.Epoch]map[phase0.ValidatorIndex]struct{} // MarkLive (see liveness)
-	foreign        map[phase0.ValidatorIndex]phase0.Epoch              // SetForeignSigner on: since epoch
+
+	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress   // prepare_beacon_proposer
+	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration // register_validator
+	produced      map[phase0.Slot]map[phase0.Root]producedBlock          // served blocks, recent slots
+	proposed      map[phase0.Slot]phase0.Root                            // accepted signed blocks
+	records       map[phase0.Slot]*slotRecord
+	unattrWrong   uint64 // wrong submissions that cannot be attributed to an existing slot
+	failures      []Failure
+	marked        map[phase0.Epoch]map[phase0.ValidatorIndex]struct{} // MarkLive (see liveness)
+	foreign       map[phase0.ValidatorIndex]phase0.Epoch              // SetForeignSigner on: since epoch
 }
 
 // New validates cfg, fills in defaults and returns a simulator whose chain has not started yet.
@@ -161,6 +167,10 @@ func New(cfg Config) (*Sim, error) {
 
 		syncCommittees: make(map[uint64]*syncCommittee),
 		dl:             newDutyLog(),
+		feeRecipients:  make(map[phase0.ValidatorIndex]bellatrix.ExecutionAddress),
+		registrations:  make(map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration),
+		produced:       make(map[phase0.Slot]map[phase0.Root]producedBlock),
+		proposed:       make(map[phase0.Slot]phase0.Root),
 		records:        make(map[phase0.Slot]*slotRecord),
 		marked:         make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
 		foreign:        make(map[phase0.ValidatorIndex]phase0.Epoch),
@@ -226,12 +236,15 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("GET /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsGet)
 	mux.HandleFunc("POST /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsPost)
 	mux.HandleFunc("POST /eth/v2/beacon/pool/attestations", s.handleSubmitAttestations)
+	mux.HandleFunc("POST /eth/v2/beacon/blocks", s.handleSubmitBlock)
+	mux.HandleFunc("POST /eth/v2/beacon/blinded_blocks", s.handleSubmitBlindedBlock)
 
 	// Validator.
 	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
 	mux.HandleFunc("GET /eth/v1/validator/duties/proposer/{epoch}", s.handleProposerDuties)
 	mux.HandleFunc("POST /eth/v1/validator/duties/sync/{epoch}", s.handleSyncDuties)
 	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
+	mux.HandleFunc("GET /eth/v3/validator/blocks/{slot}", s.handleProduceBlock)
 	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.

@@ -62,8 +62,17 @@ type Stats struct {
 	Totals Counts `json:"totals"`
 	// Slots has one row per slot from 0 to the current slot, in order.
 	Slots []SlotStats `json:"slots"`
-	// RecentFailures are the latest refused submissions, oldest first (at most maxFailures).
+	// RecentFailures are the latest refused submissions of every duty type, oldest first (at
+	// most maxFailures).
 	RecentFailures []Failure `json:"recent_failures"`
+	// Duties are the outcomes per duty type (every type of DutyTypes is present), summed over
+	// the validators; see DutyCounts. Duties[DutyAttester] counts the same attestations as
+	// Totals, with DutyCounts' semantics (Valid includes late ones, Missed equals
+	// Totals.Missing, Invalid equals Totals.Wrong).
+	Duties map[string]DutyCounts `json:"duties"`
+	// ValidatorDuties are the outcomes per validator and duty type, for every validator with a
+	// nonzero count.
+	ValidatorDuties map[phase0.ValidatorIndex]map[string]DutyCounts `json:"validator_duties"`
 }
 
 // maxFailures bounds Stats.RecentFailures.
@@ -153,6 +162,7 @@ func (s *Sim) Stats() Stats {
 		Slots:          []SlotStats{},
 	}
 	st.Totals.Wrong = s.unattrWrong
+	st.Duties, st.ValidatorDuties = s.dutyStatsLocked(c)
 	if !c.started {
 		// Nothing can be attributed before genesis.
 		for _, r := range s.records {
