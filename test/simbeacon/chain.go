@@ -3,7 +3,6 @@ package simbeacon
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"sort"
 	"time"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
@@ -141,113 +140,5 @@ func (s *Sim) attestationData(slot phase0.Slot) *phase0.AttestationData {
 		BeaconBlockRoot: blockRoot(slot),
 		Source:          justified,
 		Target:          s.checkpoint(s.epoch(slot)),
-	}
-}
-
-// attesterDependentRoot is the dependent root of attester duties for epoch: the block root at the
-// last slot of epoch-2, or the genesis block root for epochs 0 and 1.
-func (s *Sim) attesterDependentRoot(epoch phase0.Epoch) phase0.Root {
-	if epoch <= 1 {
-		return blockRoot(0)
-	}
-	return blockRoot(s.startSlot(epoch-1) - 1)
-}
-
-// epochDuties is the attester assignment of one epoch.
-type epochDuties struct {
-	slot       []phase0.Slot             // per validator index: the slot of its duty
-	position   []uint64                  // per validator index: its position in that slot's committee
-	committees [][]phase0.ValidatorIndex // per slot of the epoch: the attesters, ascending by index
-}
-
-// dutySlotOffset is the deterministic pseudo-random slot offset within the epoch of validator's
-// duty: the first 8 bytes (little endian) of sha256(epoch || index) modulo SLOTS_PER_EPOCH.
-func dutySlotOffset(epoch phase0.Epoch, index phase0.ValidatorIndex, slotsPerEpoch uint64) uint64 {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], uint64(epoch))
-	binary.LittleEndian.PutUint64(b[8:], uint64(index))
-	h := sha256.Sum256(b[:])
-	return binary.LittleEndian.Uint64(h[:8]) % slotsPerEpoch
-}
-
-// computeDuties assigns every validator one attester duty in epoch; there is one committee
-// (index 0) per slot, holding that slot's attesters in ascending index order.
-func (s *Sim) computeDuties(epoch phase0.Epoch) *epochDuties {
-	n := len(s.cfg.Validators)
-	d := &epochDuties{
-		slot:       make([]phase0.Slot, n),
-		position:   make([]uint64, n),
-		committees: make([][]phase0.ValidatorIndex, s.cfg.SlotsPerEpoch),
-	}
-	start := s.startSlot(epoch)
-	for i := range n {
-		off := dutySlotOffset(epoch, phase0.ValidatorIndex(i), s.cfg.SlotsPerEpoch)
-		d.slot[i] = start + phase0.Slot(off)
-		d.position[i] = uint64(len(d.committees[off]))
-		d.committees[off] = append(d.committees[off], phase0.ValidatorIndex(i))
-	}
-	return d
-}
-
-// maxCachedEpochs bounds the duty cache; the oldest epoch is evicted first.
-const maxCachedEpochs = 16
-
-// dutiesLocked returns the (cached) duties of epoch. s.mu must be held.
-func (s *Sim) dutiesLocked(epoch phase0.Epoch) *epochDuties {
-	if d, ok := s.duties[epoch]; ok {
-		return d
-	}
-	d := s.computeDuties(epoch)
-	if len(s.duties) >= maxCachedEpochs {
-		keys := make([]phase0.Epoch, 0, len(s.duties))
-		for e := range s.duties {
-			keys = append(keys, e)
-		}
-		sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-		delete(s.duties, keys[0])
-	}
-	s.duties[epoch] = d
-	if _, ok := s.dutyCounts[epoch]; !ok {
-		s.dutyCounts[epoch] = committeeSizes(d)
-	}
-	return d
-}
-
-// expectedLocked returns the number of attester duties at slot. s.mu must be held.
-func (s *Sim) expectedLocked(slot phase0.Slot) uint64 {
-	e := s.epoch(slot)
-	counts, ok := s.dutyCounts[e]
-	if !ok {
-		counts = committeeSizes(s.computeDuties(e))
-		s.dutyCounts[e] = counts
-	}
-	return counts[uint64(slot)%s.cfg.SlotsPerEpoch]
-}
-
-func committeeSizes(d *epochDuties) []uint64 {
-	c := make([]uint64, len(d.committees))
-	for i, m := range d.committees {
-		c[i] = uint64(len(m))
-	}
-	return c
-}
-
-// duty is one validator's attester duty.
-type duty struct {
-	slot            phase0.Slot
-	position        uint64
-	committeeLength uint64
-}
-
-// dutyOf returns validator's attester duty in epoch; the validator index must be known.
-func (s *Sim) dutyOf(epoch phase0.Epoch, index phase0.ValidatorIndex) duty {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	d := s.dutiesLocked(epoch)
-	slot := d.slot[index]
-	return duty{
-		slot:            slot,
-		position:        d.position[index],
-		committeeLength: uint64(len(d.committees[uint64(slot)%s.cfg.SlotsPerEpoch])),
 	}
 }

@@ -61,14 +61,19 @@ func TestValidatorStatusFilter(t *testing.T) {
 func TestDutyCacheIsBoundedAndStable(t *testing.T) {
 	e := newEnv(t, 0)
 	first := e.sim.dutyOf(0, 5)
+	e.sim.mu.Lock()
+	cached := e.sim.assignmentLocked(0).duties[5]
 	for epoch := phase0.Epoch(0); epoch < 3*maxCachedEpochs; epoch++ {
-		e.sim.dutyOf(epoch, 1)
+		e.sim.assignmentLocked(epoch)
 	}
-	if n := len(e.sim.duties); n > maxCachedEpochs {
+	n := len(e.sim.assignments)
+	again := e.sim.assignmentLocked(0).duties[5]
+	e.sim.mu.Unlock()
+	if n > maxCachedEpochs {
 		t.Errorf("%d epochs cached, want at most %d", n, maxCachedEpochs)
 	}
-	if again := e.sim.dutyOf(0, 5); again != first {
-		t.Errorf("duty after eviction %+v, was %+v", again, first)
+	if again != first || cached != first {
+		t.Errorf("duty after eviction %+v, cached %+v, computed %+v", again, cached, first)
 	}
 	if got := len(e.sim.ForkSchedule()); got != len(forkNames) {
 		t.Errorf("fork schedule has %d forks", got)

@@ -81,7 +81,10 @@ func (s *Sim) handleValidatorsPost(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveValidators answers the validators matching ids (indices or 0x public keys; unknown ones
-// are left out, as the spec says) and statuses. Every validator is active_ongoing.
+// are left out, as the spec says) and statuses. Every validator is active_ongoing. No ids means
+// every validator when the network has no virtual validators, and the configured validators
+// otherwise: virtual validators are answered only when asked for by index or public key, so a
+// network of a million validators costs nothing until asked.
 func (s *Sim) serveValidators(w http.ResponseWriter, r *http.Request, ids, statuses []string) {
 	slot, ok := s.stateOrError(w, r)
 	if !ok {
@@ -118,7 +121,7 @@ func (s *Sim) serveValidators(w http.ResponseWriter, r *http.Request, ids, statu
 
 // validator returns the API view of the known validator idx.
 func (s *Sim) validator(idx phase0.ValidatorIndex) *apiv1.Validator {
-	pk := s.cfg.Validators[idx]
+	pk := s.pubkeyOf(idx)
 	creds := make([]byte, 32)
 	creds[0] = 0x01 // execution address credentials
 	copy(creds[12:], pk[:20])
@@ -148,14 +151,14 @@ func (s *Sim) parseValidatorID(id string) (phase0.ValidatorIndex, bool, error) {
 		}
 		var pk phase0.BLSPubKey
 		copy(pk[:], b)
-		idx, ok := s.pubkey[pk]
+		idx, ok := s.indexOf(pk)
 		return idx, ok, nil
 	}
 	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil {
 		return 0, false, fmt.Errorf("invalid validator id %q: want an index or a 0x public key", id)
 	}
-	return phase0.ValidatorIndex(n), n < uint64(len(s.cfg.Validators)), nil
+	return phase0.ValidatorIndex(n), n < s.n, nil
 }
 
 // statusMatches reports whether an active_ongoing validator passes the status filter (empty

@@ -109,17 +109,16 @@ func (s *Sim) emitSlot(w http.ResponseWriter, want map[string]bool, slot phase0.
 	}
 	if want["head"] {
 		e := s.epoch(slot)
+		s.mu.Lock()
 		ev := &apiv1.HeadEvent{
 			Slot:                      slot,
 			Block:                     blockRoot(slot),
 			State:                     stateRoot(slot),
 			EpochTransition:           epochStart && slot > 0,
-			CurrentDutyDependentRoot:  blockRoot(0),
-			PreviousDutyDependentRoot: s.attesterDependentRoot(e),
+			CurrentDutyDependentRoot:  s.proposerDependentRootLocked(e),
+			PreviousDutyDependentRoot: s.attesterDependentRootLocked(e),
 		}
-		if e > 0 {
-			ev.CurrentDutyDependentRoot = blockRoot(s.startSlot(e) - 1)
-		}
+		s.mu.Unlock()
 		if err := writeEvent(w, "head", ev); err != nil {
 			return err
 		}

@@ -65,18 +65,17 @@ func (s *Sim) liveLocked(c clock, epoch phase0.Epoch, index phase0.ValidatorInde
 	if _, ok := s.foreign[index]; ok && c.started {
 		return true
 	}
-	if index >= phase0.ValidatorIndex(len(s.cfg.Validators)) {
+	if uint64(index) >= s.n {
 		return false
 	}
-	// Valid attestations are only accepted at the validator's one duty slot of the epoch.
-	slot := s.startSlot(epoch) + phase0.Slot(dutySlotOffset(epoch, index, s.cfg.SlotsPerEpoch))
-	r, ok := s.records[slot]
-	if !ok {
-		return false
+	// Valid attestations are only accepted at the validator's one duty slot of the epoch (under
+	// the shuffling that was current then; a later Reorg may have moved the duty).
+	for slot := s.startSlot(epoch); slot < s.startSlot(epoch+1); slot++ {
+		if valid, _ := s.records[slot].onTimeOf(index); valid {
+			return true
+		}
 	}
-	_, onTime := r.onTime[index]
-	_, late := r.late[index]
-	return onTime || late
+	return false
 }
 
 // handleValidatorLiveness serves POST /eth/v1/validator/liveness/{epoch} with a body of decimal
@@ -95,24 +94,9 @@ func (s *Sim) handleValidatorLiveness(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "epoch %d is in the future (current epoch %d)", epoch, cur)
 		return
 	}
-	var ids []string
-	present, err := decodeBody(r, w, &ids)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "%v: want a JSON array of validator index strings", err)
+	indices, ok := readIndices(w, r)
+	if !ok {
 		return
-	}
-	if !present || ids == nil { // ids is nil for a JSON null
-		writeError(w, http.StatusBadRequest, "body missing: want a JSON array of validator index strings")
-		return
-	}
-	indices := make([]phase0.ValidatorIndex, len(ids))
-	for i, id := range ids {
-		v, err := parseUint("validator index", id)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "%v", err)
-			return
-		}
-		indices[i] = phase0.ValidatorIndex(v)
 	}
 	out := make([]*apiv1.ValidatorLiveness, len(indices))
 	s.mu.Lock()

@@ -1,7 +1,6 @@
 package simbeacon
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -28,7 +27,8 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		reason := fmt.Sprintf("%v: want a JSON array of SingleAttestation", err)
-		s.recordWrong(now, false, 0, 0, reason)
+		s.noteSubmitted(DutyAttester, unattributed)
+		s.recordWrong(now, false, 0, unattributed, reason)
 		writeError(w, http.StatusBadRequest, "%s", reason)
 		return
 	}
@@ -44,13 +44,15 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 		var att electra.SingleAttestation
 		if err := json.Unmarshal(m, &att); err != nil {
 			reason := fmt.Sprintf("invalid SingleAttestation: %v", err)
-			s.recordWrong(now, false, 0, 0, reason)
+			s.noteSubmitted(DutyAttester, unattributed)
+			s.recordWrong(now, false, 0, unattributed, reason)
 			failures = append(failures, indexedFailure{Index: i, Message: reason})
 			continue
 		}
-		reason := versionErr
+		s.noteSubmitted(DutyAttester, att.AttesterIndex)
+		reason, d := versionErr, duty{}
 		if reason == "" {
-			reason = s.checkAttestation(c, &att)
+			reason, d = s.checkAttestation(c, &att)
 		}
 		if reason != "" {
 			attributed := c.started && att.Data.Slot <= c.slot
@@ -59,7 +61,7 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		late := !c.now.Before(s.slotStart(c.genesis, att.Data.Slot+1))
-		s.recordValid(att.Data.Slot, att.AttesterIndex, late)
+		s.recordValid(att.Data.Slot, att.AttesterIndex, late, d, att.Signature)
 	}
 	if len(failures) > 0 {
 		writeJSON(w, http.StatusBadRequest, apiError{
@@ -72,50 +74,42 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// checkAttestation returns why att is refused at time c, or "" if it is valid: the attester must
-// be a known validator with its duty at data.slot in committee 0, the slot must not be in the
-// future, data must equal what the simulator serves for that slot, and the signature must verify
-// under the validator's key over compute_signing_root(data, compute_domain(DOMAIN_BEACON_ATTESTER,
-// fork_version_at(data.target.epoch), genesis_validators_root)).
-func (s *Sim) checkAttestation(c clock, att *electra.SingleAttestation) string {
+// checkAttestation returns why att is refused at time c, or "" if it is valid, and the duty it
+// fulfils: the attester must be a validator of the network with its duty at data.slot in the
+// committee att names, the slot must not be in the future, data must equal what the simulator
+// serves for that slot, and the signature must verify under the validator's key over
+// compute_signing_root(data, compute_domain(DOMAIN_BEACON_ATTESTER, fork_version_at(data.target.epoch),
+// genesis_validators_root)). Virtual validators never verify.
+func (s *Sim) checkAttestation(c clock, att *electra.SingleAttestation) (string, duty) {
 	data := att.Data
 	switch {
 	case !c.started:
-		return "the chain has not started"
-	case att.AttesterIndex >= phase0.ValidatorIndex(len(s.cfg.Validators)):
-		return fmt.Sprintf("unknown validator index %d", att.AttesterIndex)
+		return "the chain has not started", duty{}
+	case uint64(att.AttesterIndex) >= s.n:
+		return fmt.Sprintf("unknown validator index %d", att.AttesterIndex), duty{}
 	case data.Slot > c.slot:
-		return fmt.Sprintf("slot %d is in the future (current slot %d)", data.Slot, c.slot)
-	case att.CommitteeIndex != 0:
-		return fmt.Sprintf("committee index %d: every slot has only committee 0", att.CommitteeIndex)
+		return fmt.Sprintf("slot %d is in the future (current slot %d)", data.Slot, c.slot), duty{}
 	}
-	if d := s.dutyOf(s.epoch(data.Slot), att.AttesterIndex); d.slot != data.Slot {
+	d := s.dutyOf(s.epoch(data.Slot), att.AttesterIndex)
+	if d.slot != data.Slot {
 		return fmt.Sprintf("validator %d has no attester duty at slot %d (its duty is at slot %d)",
-			att.AttesterIndex, data.Slot, d.slot)
+			att.AttesterIndex, data.Slot, d.slot), d
+	}
+	if d.committeeIndex != att.CommitteeIndex {
+		return fmt.Sprintf("validator %d is in committee %d at slot %d, not committee %d",
+			att.AttesterIndex, d.committeeIndex, data.Slot, att.CommitteeIndex), d
 	}
 	if reason := dataMismatch(data, s.attestationData(data.Slot)); reason != "" {
-		return reason
+		return reason, d
 	}
-	version, err := signing.ForkVersionAt(s.sched, data.Target.Epoch)
+	domain, err := s.domainAt(signing.DomainBeaconAttester, data.Target.Epoch)
 	if err != nil {
-		return fmt.Sprintf("fork version: %v", err)
+		return fmt.Sprintf("domain: %v", err), d
 	}
-	domain, err := signing.ComputeDomain(signing.DomainBeaconAttester, version, s.cfg.GenesisValidatorsRoot)
-	if err != nil {
-		return fmt.Sprintf("domain: %v", err)
+	if err := s.verifyBy(att.AttesterIndex, data, domain, att.Signature); err != nil {
+		return fmt.Sprintf("signature of validator %d at slot %d: %v", att.AttesterIndex, data.Slot, err), d
 	}
-	root, err := signing.SigningRoot(data, domain)
-	if err != nil {
-		return fmt.Sprintf("signing root: %v", err)
-	}
-	// Fresh copies: the BLS library is cgo, and cgo refuses (panics on) a pointer into memory
-	// that holds Go pointers, which a slice of att.Signature would be.
-	pk := bytes.Clone(s.cfg.Validators[att.AttesterIndex][:])
-	sig := bytes.Clone(att.Signature[:])
-	if err := signing.Verify(pk, bytes.Clone(root[:]), sig); err != nil {
-		return fmt.Sprintf("signature of validator %d at slot %d: %v", att.AttesterIndex, data.Slot, err)
-	}
-	return ""
+	return "", d
 }
 
 // dataMismatch names the first field in which got differs from want, or returns "".

@@ -23,3 +23,8 @@ func (s *Sim) handleSimGenesis(w http.ResponseWriter, r *http.Request) {
 	s.SetGenesis(time.Unix(sec, 0))
 	s.handleGenesis(w, r)
 }
+
+// handleSimReorg serves POST /dvmesh/sim/reorg: calls Reorg and answers its ReorgResult.
+func (s *Sim) handleSimReorg(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Reorg())
+}

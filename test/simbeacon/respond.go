@@ -66,9 +66,9 @@ func writeError(w http.ResponseWriter, status int, format string, args ...any) {
 // decodeBody decodes a JSON request body into v; it reports whether the body was present (an
 // empty body leaves v untouched).
 func decodeBody(r *http.Request, w http.ResponseWriter, v any) (bool, error) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := readAll(w, r)
 	if err != nil {
-		return false, fmt.Errorf("read body: %w", err)
+		return false, err
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
 		return false, nil
@@ -77,6 +77,23 @@ func decodeBody(r *http.Request, w http.ResponseWriter, v any) (bool, error) {
 		return true, fmt.Errorf("invalid JSON body: %w", err)
 	}
 	return true, nil
+}
+
+// readAll reads the request body, at most maxBodyBytes.
+func readAll(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	return body, nil
+}
+
+// decodeHex decodes a 0x-prefixed hex string.
+func decodeHex(v string) ([]byte, error) {
+	if !strings.HasPrefix(v, "0x") {
+		return nil, errors.New("no 0x prefix")
+	}
+	return hex.DecodeString(v[2:])
 }
 
 // errStateNotFound is returned for state ids naming a state the chain does not have (yet).

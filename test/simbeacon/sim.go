@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
+	"github.com/attestantio/go-eth2-client/spec/bellatrix"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
 	"github.com/dvmesh/dvmesh/signing"
@@ -41,9 +43,21 @@ type Config struct {
 	SlotDuration time.Duration
 	// SlotsPerEpoch is the number of slots in an epoch, e.g. 8. Required.
 	SlotsPerEpoch uint64
-	// Validators are the chain's validators: validator index i has public key Validators[i].
-	// All are active from genesis, never exit and hold 32 ETH.
+	// Validators are the chain's configured validators: validator index i has public key
+	// Validators[i]. All are active from genesis, never exit and hold 32 ETH.
 	Validators []phase0.BLSPubKey
+	// NetworkSize is the number of validators of the chain (0: len(Validators)). Validators beyond
+	// the configured ones are virtual: they have fake public keys, hold duties and make committees
+	// and aggregator odds realistic, but never sign (see network.go). It must not be below
+	// len(Validators).
+	NetworkSize uint64
+	// BuilderBlocks makes block production answer blinded blocks (as if from an MEV relay)
+	// whenever the request's builder_boost_factor is above 0; otherwise, and when the factor is 0,
+	// blocks are full.
+	BuilderBlocks bool
+	// DefaultFeeRecipient is the fee recipient of blocks of validators that registered none with
+	// prepare_beacon_proposer (nor, for blinded blocks, register_validator).
+	DefaultFeeRecipient bellatrix.ExecutionAddress
 	// GenesisValidatorsRoot defaults to 32 random bytes when zero.
 	GenesisValidatorsRoot phase0.Root
 	// GenesisForkVersion defaults to DefaultGenesisForkVersion (0x10000000) when zero. The later
@@ -67,7 +81,9 @@ type Sim struct {
 	forks  []forkInfo
 	sched  []signing.Fork
 	spec   map[string]string
-	pubkey map[phase0.BLSPubKey]phase0.ValidatorIndex
+	pubkey map[phase0.BLSPubKey]phase0.ValidatorIndex // configured validators
+	n      uint64                                     // network size
+	keys   *keyCache
 
 	ctx    context.Context // cancelled by Close; ends event streams
 	cancel context.CancelFunc
@@ -75,14 +91,23 @@ type Sim struct {
 	mu          sync.Mutex
 	genesis     time.Time
 	genesisSet  bool
-	genesisChan chan struct{} // closed and replaced whenever the genesis changes
-	duties      map[phase0.Epoch]*epochDuties
-	dutyCounts  map[phase0.Epoch][]uint64 // expected attesters per slot of the epoch
-	records     map[phase0.Slot]*slotRecord
-	unattrWrong uint64 // wrong submissions that cannot be attributed to an existing slot
-	failures    []Failure
-	marked      map[phase0.Epoch]map[phase0.ValidatorIndex]struct{} // MarkLive (see liveness)
-	foreign     map[phase0.ValidatorIndex]phase0.Epoch              // SetForeignSigner on: since epoch
+	genesisChan chan struct{}                // closed and replaced whenever the genesis changes
+	reorgs      []phase0.Epoch               // the current epoch of every Reorg call, ascending
+	assignments map[phase0.Epoch]*assignment // bounded cache
+	dutyCounts  map[phase0.Epoch][]uint64    // expected configured attesters per slot of the epoch
+
+	syncCommittees map[uint64]*syncCommittee // by period, bounded
+	dl             dutyLog
+
+	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress   // prepare_beacon_proposer
+	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration // register_validator
+	produced      map[phase0.Slot]map[phase0.Root]producedBlock          // served blocks, recent slots
+	proposed      map[phase0.Slot]phase0.Root                            // accepted signed blocks
+	records       map[phase0.Slot]*slotRecord
+	unattrWrong   uint64 // wrong submissions that cannot be attributed to an existing slot
+	failures      []Failure
+	marked        map[phase0.Epoch]map[phase0.ValidatorIndex]struct{} // MarkLive (see liveness)
+	foreign       map[phase0.ValidatorIndex]phase0.Epoch              // SetForeignSigner on: since epoch
 }
 
 // New validates cfg, fills in defaults and returns a simulator whose chain has not started yet.
@@ -108,6 +133,15 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	cfg.Validators = append([]phase0.BLSPubKey(nil), cfg.Validators...)
+	if cfg.NetworkSize == 0 {
+		cfg.NetworkSize = uint64(len(cfg.Validators))
+	}
+	if cfg.NetworkSize < uint64(len(cfg.Validators)) {
+		return nil, fmt.Errorf("simbeacon: NetworkSize %d is below the %d configured validators", cfg.NetworkSize, len(cfg.Validators))
+	}
+	if cfg.NetworkSize > 1<<40 {
+		return nil, fmt.Errorf("simbeacon: NetworkSize %d is too large", cfg.NetworkSize)
+	}
 
 	pubkeys := make(map[phase0.BLSPubKey]phase0.ValidatorIndex, len(cfg.Validators))
 	for i, pk := range cfg.Validators {
@@ -123,14 +157,23 @@ func New(cfg Config) (*Sim, error) {
 		log:         cfg.Logger,
 		now:         cfg.Now,
 		pubkey:      pubkeys,
+		n:           cfg.NetworkSize,
+		keys:        newKeyCache(cfg.Validators),
 		ctx:         ctx,
 		cancel:      cancel,
 		genesisChan: make(chan struct{}),
-		duties:      make(map[phase0.Epoch]*epochDuties),
+		assignments: make(map[phase0.Epoch]*assignment),
 		dutyCounts:  make(map[phase0.Epoch][]uint64),
-		records:     make(map[phase0.Slot]*slotRecord),
-		marked:      make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
-		foreign:     make(map[phase0.ValidatorIndex]phase0.Epoch),
+
+		syncCommittees: make(map[uint64]*syncCommittee),
+		dl:             newDutyLog(),
+		feeRecipients:  make(map[phase0.ValidatorIndex]bellatrix.ExecutionAddress),
+		registrations:  make(map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration),
+		produced:       make(map[phase0.Slot]map[phase0.Root]producedBlock),
+		proposed:       make(map[phase0.Slot]phase0.Root),
+		records:        make(map[phase0.Slot]*slotRecord),
+		marked:         make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
+		foreign:        make(map[phase0.ValidatorIndex]phase0.Epoch),
 	}
 	s.forks = makeForks(cfg.GenesisForkVersion)
 	for _, f := range s.forks {
@@ -193,10 +236,15 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("GET /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsGet)
 	mux.HandleFunc("POST /eth/v1/beacon/states/{state_id}/validators", s.handleValidatorsPost)
 	mux.HandleFunc("POST /eth/v2/beacon/pool/attestations", s.handleSubmitAttestations)
+	mux.HandleFunc("POST /eth/v2/beacon/blocks", s.handleSubmitBlock)
+	mux.HandleFunc("POST /eth/v2/beacon/blinded_blocks", s.handleSubmitBlindedBlock)
 
 	// Validator.
 	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
+	mux.HandleFunc("GET /eth/v1/validator/duties/proposer/{epoch}", s.handleProposerDuties)
+	mux.HandleFunc("POST /eth/v1/validator/duties/sync/{epoch}", s.handleSyncDuties)
 	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
+	mux.HandleFunc("GET /eth/v3/validator/blocks/{slot}", s.handleProduceBlock)
 	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.
@@ -205,6 +253,7 @@ func (s *Sim) Handler() http.Handler {
 	// Simulator control.
 	mux.HandleFunc("GET /dvmesh/sim/stats", s.handleSimStats)
 	mux.HandleFunc("POST /dvmesh/sim/genesis", s.handleSimGenesis)
+	mux.HandleFunc("POST /dvmesh/sim/reorg", s.handleSimReorg)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "simbeacon does not serve %s %s", r.Method, r.URL.Path)

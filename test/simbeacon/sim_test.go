@@ -63,6 +63,12 @@ type env struct {
 // newEnv starts a simulator with testValidators fresh keys and a fake clock at genesis + at.
 func newEnv(t *testing.T, at time.Duration) *env {
 	t.Helper()
+	return newEnvWith(t, at, nil)
+}
+
+// newEnvWith is newEnv with the configuration changed by tweak (if not nil) before New.
+func newEnvWith(t *testing.T, at time.Duration, tweak func(*Config)) *env {
+	t.Helper()
 	keys := make([]*bls.SecretKey, testValidators)
 	pks := make([]phase0.BLSPubKey, testValidators)
 	for i := range keys {
@@ -72,12 +78,16 @@ func newEnv(t *testing.T, at time.Duration) *env {
 		copy(pks[i][:], sk.GetPublicKey().Serialize())
 	}
 	clk := &fakeClock{t: testGenesis.Add(at)}
-	sim, err := New(Config{
+	cfg := Config{
 		SlotDuration:  testSlot,
 		SlotsPerEpoch: testSlotsPerEpoch,
 		Validators:    pks,
 		Now:           clk.Now,
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	sim, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ type SlotStats struct {
 // Failure describes one refused submission.
 type Failure struct {
 	Time time.Time `json:"time"`
+	// Duty is the duty type of the submission (see DutyCounts).
+	Duty string `json:"duty"`
 	// Slot and ValidatorIndex are those the submission claimed (zero if it could not be parsed).
 	Slot           phase0.Slot           `json:"slot"`
 	ValidatorIndex phase0.ValidatorIndex `json:"validator_index"`
@@ -60,8 +62,17 @@ type Stats struct {
 	Totals Counts `json:"totals"`
 	// Slots has one row per slot from 0 to the current slot, in order.
 	Slots []SlotStats `json:"slots"`
-	// RecentFailures are the latest refused submissions, oldest first (at most maxFailures).
+	// RecentFailures are the latest refused submissions of every duty type, oldest first (at
+	// most maxFailures).
 	RecentFailures []Failure `json:"recent_failures"`
+	// Duties are the outcomes per duty type (every type of DutyTypes is present), summed over
+	// the validators; see DutyCounts. Duties[DutyAttester] counts the same attestations as
+	// Totals, with DutyCounts' semantics (Valid includes late ones, Missed equals
+	// Totals.Missing, Invalid equals Totals.Wrong).
+	Duties map[string]DutyCounts `json:"duties"`
+	// ValidatorDuties are the outcomes per validator and duty type, for every validator with a
+	// nonzero count.
+	ValidatorDuties map[phase0.ValidatorIndex]map[string]DutyCounts `json:"validator_duties"`
 }
 
 // maxFailures bounds Stats.RecentFailures.
@@ -72,23 +83,36 @@ type slotRecord struct {
 	onTime map[phase0.ValidatorIndex]struct{}
 	late   map[phase0.ValidatorIndex]struct{}
 	wrong  uint64
+	// sigs are the signatures of the valid attestations, by committee and position in it.
+	sigs map[phase0.CommitteeIndex]map[uint64]phase0.BLSSignature
 }
 
 // recordLocked returns the record of slot, creating it. s.mu must be held.
 func (s *Sim) recordLocked(slot phase0.Slot) *slotRecord {
 	r, ok := s.records[slot]
 	if !ok {
-		r = &slotRecord{onTime: map[phase0.ValidatorIndex]struct{}{}, late: map[phase0.ValidatorIndex]struct{}{}}
+		r = &slotRecord{
+			onTime: map[phase0.ValidatorIndex]struct{}{},
+			late:   map[phase0.ValidatorIndex]struct{}{},
+			sigs:   map[phase0.CommitteeIndex]map[uint64]phase0.BLSSignature{},
+		}
 		s.records[slot] = r
 	}
 	return r
 }
 
-// recordValid counts a valid attestation of validator for slot, on time or late.
-func (s *Sim) recordValid(slot phase0.Slot, validator phase0.ValidatorIndex, late bool) {
+// recordValid counts a valid attestation of validator for slot, on time or late, and keeps its
+// signature for aggregation.
+func (s *Sim) recordValid(slot phase0.Slot, validator phase0.ValidatorIndex, late bool, d duty, sig phase0.BLSSignature) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.recordLocked(slot)
+	bySlot := r.sigs[d.committeeIndex]
+	if bySlot == nil {
+		bySlot = map[uint64]phase0.BLSSignature{}
+		r.sigs[d.committeeIndex] = bySlot
+	}
+	bySlot[d.position] = sig
 	if _, ok := r.onTime[validator]; ok {
 		return
 	}
@@ -99,8 +123,8 @@ func (s *Sim) recordValid(slot phase0.Slot, validator phase0.ValidatorIndex, lat
 	r.onTime[validator] = struct{}{}
 }
 
-// recordWrong counts a refused submission; attributed says whether slot is a slot of the chain
-// so far (else it only counts in the totals).
+// recordWrong counts a refused attestation; attributed says whether slot is a slot of the chain
+// so far (else it only counts in the totals). validator is unattributed for unparsable ones.
 func (s *Sim) recordWrong(now time.Time, attributed bool, slot phase0.Slot, validator phase0.ValidatorIndex, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -109,12 +133,21 @@ func (s *Sim) recordWrong(now time.Time, attributed bool, slot phase0.Slot, vali
 	} else {
 		s.unattrWrong++
 	}
+	s.dl.invalid[typeVal{DutyAttester, s.attribute(validator)}]++
+	if validator == unattributed {
+		validator = 0
+	}
+	s.failLocked(Failure{Time: now, Duty: DutyAttester, Slot: slot, ValidatorIndex: validator, Reason: reason})
+}
+
+// failLocked keeps f among the recent failures and logs it. s.mu must be held.
+func (s *Sim) failLocked(f Failure) {
 	if len(s.failures) == maxFailures {
 		copy(s.failures, s.failures[1:])
 		s.failures = s.failures[:maxFailures-1]
 	}
-	s.failures = append(s.failures, Failure{Time: now, Slot: slot, ValidatorIndex: validator, Reason: reason})
-	s.log.Warn("attestation refused", "slot", uint64(slot), "validator", uint64(validator), "reason", reason)
+	s.failures = append(s.failures, f)
+	s.log.Warn("submission refused", "duty", f.Duty, "slot", uint64(f.Slot), "validator", uint64(f.ValidatorIndex), "reason", f.Reason)
 }
 
 // Stats returns the outcomes so far. Its cost grows with the number of slots since genesis.
@@ -129,6 +162,7 @@ func (s *Sim) Stats() Stats {
 		Slots:          []SlotStats{},
 	}
 	st.Totals.Wrong = s.unattrWrong
+	st.Duties, st.ValidatorDuties = s.dutyStatsLocked(c)
 	if !c.started {
 		// Nothing can be attributed before genesis.
 		for _, r := range s.records {
