@@ -29,6 +29,7 @@ import (
 const (
 	testSlot          = 2 * time.Second
 	testSlotsPerEpoch = 4
+	testFeeRecipient  = "0x00000000000000000000000000000000000fee01"
 )
 
 // cluster is a test cluster of in-process nodes.
@@ -80,7 +81,8 @@ func newCluster(t *testing.T, validators int) *cluster {
 	}
 	l, err := node.CreateCluster(node.CreateOptions{
 		Name: "test", Nodes: 4, Threshold: 3, Validators: validators, OutDir: filepath.Join(dir, "cluster"),
-		P2PAddrs: p2pAddrs, Network: "simnet", GenesisForkVersion: "0x10000000",
+		P2PAddrs: p2pAddrs, Network: "devnet", GenesisForkVersion: "0x10000000",
+		Proposals: &lock.ProposalSettings{FeeRecipient: testFeeRecipient, GasLimit: 60_000_000, RegistrationTimestamp: 1700000000},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -218,8 +220,9 @@ func epochCounts(st simbeacon.Stats, epoch uint64) simbeacon.Counts {
 	return c
 }
 
-// TestCluster_EveryDutyLands runs a 3-of-4 cluster for three epochs: every attester duty must
-// reach the simulated beacon node with a valid signature, and nothing wrong may arrive.
+// TestCluster_EveryDutyLands runs a 3-of-4 cluster for three epochs: every duty (attestations,
+// proposals, aggregations, sync committee messages and contributions, proposer preparations)
+// must reach the simulated beacon node with a valid signature, and nothing wrong may arrive.
 func TestCluster_EveryDutyLands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster for ~25 s")
@@ -239,6 +242,18 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 		if got.Expected != 4 || got.Correct != 4 {
 			t.Errorf("epoch %d: %d of %d duties correct, %d missing", e, got.Correct, got.Expected, got.Missing)
 		}
+	}
+	// Every other duty type: the simulated beacon node verified each submission against its
+	// own domain and root; nothing invalid, nothing missed, and at least one of each.
+	for _, typ := range []string{"proposer", "aggregator", "sync_message", "sync_contribution", "prepare_proposer"} {
+		got := st.Duties[typ]
+		t.Logf("%s: %+v", typ, got)
+		if got.Invalid != 0 || got.Missed != 0 || got.Valid == 0 {
+			t.Errorf("%s: %+v, want valid > 0 and no invalid or missed duty", typ, got)
+		}
+	}
+	if st.Duties["registration"].Invalid != 0 {
+		t.Errorf("registration: %+v", st.Duties["registration"])
 	}
 }
 

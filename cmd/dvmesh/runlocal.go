@@ -32,6 +32,9 @@ import (
 // run-local tolerates.
 const startupGuardRule = "startup_guard"
 
+// localFeeRecipient is the demo cluster's fee recipient (a test address nobody holds).
+const localFeeRecipient = "0x00000000000000000000000000000000000fee01"
+
 type runLocalOpts struct {
 	clusterDir     string
 	slots          uint64
@@ -39,8 +42,10 @@ type runLocalOpts struct {
 	slotsPerEpoch  uint64
 	kill           string
 	monitoringBase int
+	adminBase      int
 	logLevel       string
 	readyTimeout   time.Duration
+	networkSize    uint64 // validators of the simulated network; 0: the cluster's only
 }
 
 func newRunLocalCmd() *cobra.Command {
@@ -68,6 +73,7 @@ or missed duties beyond that budget.`,
 	f.Uint64Var(&o.slotsPerEpoch, "slots-per-epoch", 8, "slots per epoch of the simulated chain")
 	f.StringVar(&o.kill, "kill", "", "fault to inject: leader@SLOT, follower@SLOT or nodeN@SLOT")
 	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3620, "monitoring port of node 1; node i uses base+i-1")
+	f.IntVar(&o.adminBase, "admin-base-port", 3630, "admin port ('dvmesh exit --admin-addr') of node 1; node i uses base+i-1")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of the nodes")
 	f.DurationVar(&o.readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every node to be ready")
 	return cmd
@@ -112,7 +118,9 @@ func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
 	if _, err := os.Stat(o.clusterDir); errors.Is(err, os.ErrNotExist) {
 		// A fresh machine: make the demo cluster instead of failing.
 		if _, err := node.CreateCluster(node.CreateOptions{Name: "dvmesh-local", Nodes: 4, Threshold: 3, Validators: 2,
-			OutDir: o.clusterDir, Host: "127.0.0.1", BasePort: 3610, Network: "simnet", GenesisForkVersion: "0x10000000"}); err != nil {
+			OutDir: o.clusterDir, Host: "127.0.0.1", BasePort: 3610, Network: "devnet", GenesisForkVersion: "0x10000000",
+			Proposals: &lock.ProposalSettings{FeeRecipient: localFeeRecipient, Builder: true, BuilderBoostFactor: 100, GasLimit: 60_000_000,
+				RegistrationTimestamp: uint64(time.Now().Unix())}}); err != nil {
 			return fmt.Errorf("create cluster: %w", err)
 		}
 		fmt.Fprintf(out, "No cluster at %s: created one (4 nodes, threshold 3, 2 validators)\n", o.clusterDir)
@@ -196,6 +204,7 @@ func startNodes(l *lock.Lock, o runLocalOpts, beaconURL, runDir string) ([]*loca
 			"--data-dir", filepath.Join(runDir, node.NodeDirName(i)),
 			"--beacon-url", beaconURL,
 			"--monitoring-addr", n.monitoring,
+			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", o.adminBase+i-1),
 			"--log-level", o.logLevel)
 		n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
 		if err := n.cmd.Start(); err != nil {
@@ -350,28 +359,37 @@ func scrapeRefusals(nodes []*localNode) {
 		if n.killed {
 			continue
 		}
-		c := http.Client{Timeout: time.Second}
-		resp, err := c.Get("http://" + n.monitoring + "/metrics")
-		if err != nil {
-			continue
-		}
 		m := map[string]float64{}
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			line := sc.Text()
+		err := scrapeMetrics(n.monitoring, func(line string) {
 			if !strings.HasPrefix(line, "dvmesh_slashing_refusals_total{") {
-				continue
+				return
 			}
 			_, rest, _ := strings.Cut(line, `rule="`)
 			rule, rest, _ := strings.Cut(rest, `"}`)
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			if err == nil {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64); err == nil {
 				m[rule] = v
 			}
+		})
+		if err == nil {
+			n.refusals = m
 		}
-		resp.Body.Close()
-		n.refusals = m
 	}
+}
+
+// scrapeMetrics calls line for every line of a node's /metrics.
+func scrapeMetrics(monitoring string, line func(string)) error {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + monitoring + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line(sc.Text())
+	}
+	return sc.Err()
 }
 
 func printEpoch(out io.Writer, st simbeacon.Stats, epoch, spe uint64) {
@@ -495,6 +513,7 @@ func newSim(l *lock.Lock, o runLocalOpts, log *slog.Logger) (*simbeacon.Sim, err
 	copy(version[:], gfv)
 	sim, err := simbeacon.New(simbeacon.Config{
 		SlotDuration: o.slotDuration, SlotsPerEpoch: o.slotsPerEpoch, Validators: vals, GenesisForkVersion: version, Logger: log,
+		NetworkSize: o.networkSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("simulated beacon node: %w", err)
