@@ -87,18 +87,18 @@ func TestSigningRoots_MatchSpecFormulas(t *testing.T) {
 	check("selection proof of slot 9 (Electra)", got, err, handSigningRoot(leRoot(9), handDomain(phase0.DomainType{5}, electraV, gvr)))
 	got, err = n.signingRoot(signing.DomainBeaconProposer, 11, rootObj(block))
 	check("block", got, err, handSigningRoot(block, handDomain(phase0.DomainType{0}, fuluV, gvr)))
-	got, err = n.signingRoot(domainSyncCommittee, 11, rootObj(block))
+	got, err = n.signingRoot(signing.DomainSyncCommittee, 11, rootObj(block))
 	check("sync committee message", got, err, handSigningRoot(block, handDomain(phase0.DomainType{7}, fuluV, gvr)))
 	// SyncAggregatorSelectionData{slot, subcommittee}: two uint64 leaves, root = sha256(leaf0 || leaf1).
 	l0, l1 := leRoot(90), leRoot(3)
-	got, err = n.signingRoot(domainSyncCommitteeSelectionProof, 11, &altair.SyncAggregatorSelectionData{Slot: 90, SubcommitteeIndex: 3})
+	got, err = n.signingRoot(signing.DomainSyncCommitteeSelectionProof, 11, &altair.SyncAggregatorSelectionData{Slot: 90, SubcommitteeIndex: 3})
 	check("sync selection", got, err, handSigningRoot(sha256.Sum256(append(l0[:], l1[:]...)), handDomain(phase0.DomainType{8}, fuluV, gvr)))
 	// EIP-7044: the exit domain uses Capella's version, whatever the current fork.
 	got, err = n.exitRoot(5, 20)
 	e0, e1 := leRoot(20), leRoot(5)
 	check("voluntary exit", got, err, handSigningRoot(sha256.Sum256(append(e0[:], e1[:]...)), handDomain(phase0.DomainType{4}, capellaV, gvr)))
 	// Builder registrations: genesis fork version and a zero genesis validators root.
-	d, err := signing.ComputeDomain(domainApplicationBuilder, c.GenesisForkVersion, phase0.Root{})
+	d, err := signing.ComputeDomain(signing.DomainApplicationBuilder, c.GenesisForkVersion, phase0.Root{})
 	if err != nil || d != handDomain(phase0.DomainType{0, 0, 0, 1}, phase0.Version{0x10}, phase0.Root{}) {
 		t.Errorf("builder domain %#x (%v)", d, err)
 	}

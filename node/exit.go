@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dvmesh/dvmesh/lock"
+	"github.com/dvmesh/dvmesh/network"
 	"github.com/dvmesh/dvmesh/p2p"
 	"github.com/dvmesh/dvmesh/signing"
 )
@@ -126,7 +127,7 @@ func (b *exitBook) saveLocked() error {
 
 // exitRoot is the exit's signing root: EIP-7044 fixes the domain to the Capella fork version.
 func (n *Node) exitRoot(index phase0.ValidatorIndex, epoch phase0.Epoch) (phase0.Root, error) {
-	version, err := capellaVersion(n.chain.Forks)
+	version, err := network.CapellaForkVersion(n.chain.Forks)
 	if err != nil {
 		return phase0.Root{}, err
 	}
@@ -135,14 +136,6 @@ func (n *Node) exitRoot(index phase0.ValidatorIndex, epoch phase0.Epoch) (phase0
 		return phase0.Root{}, err
 	}
 	return signing.SigningRoot(&phase0.VoluntaryExit{Epoch: epoch, ValidatorIndex: index}, domain)
-}
-
-// capellaVersion is the Capella fork's version: the fourth fork of a schedule from phase0.
-func capellaVersion(forks []signing.Fork) (phase0.Version, error) {
-	if len(forks) < 4 {
-		return phase0.Version{}, fmt.Errorf("fork schedule of %d forks has no Capella fork", len(forks))
-	}
-	return forks[3].Version, nil
 }
 
 // resolveValidator finds a lock validator by 0x public key or validator index.

@@ -430,6 +430,9 @@ func (n *Node) connectChain(ctx context.Context, b Beacon) error {
 		return fmt.Errorf("beacon node %s is on the chain with genesis validators root %#x, the cluster lock's (%s) is %s",
 			n.beaconNames(), chain.GenesisValidatorsRoot[:], n.id.Lock.Network, want)
 	}
+	if err := checkForkSchedule(n.id.Lock.Network, chain, n.beaconNames()); err != nil {
+		return err
+	}
 	if err := checkClock(ctx, b, chain, time.Now()); err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (n *Node) runEpochPreparations(ctx context.Context, slot phase0.Slot) {
 // genesis fork version, zero genesis validators root) and keeps the complete set.
 func (n *Node) signRegistrations(ctx context.Context, slot phase0.Slot, fee [20]byte, gasLimit, timestamp uint64) []*api.VersionedSignedValidatorRegistration {
 	log := n.log.With("slot", slot, "duty", dutyRegistration)
-	domain, err := signing.ComputeDomain(domainApplicationBuilder, n.chain.GenesisForkVersion, phase0.Root{})
+	domain, err := signing.ComputeDomain(signing.DomainApplicationBuilder, n.chain.GenesisForkVersion, phase0.Root{})
 	if err != nil {
 		log.Error("Builder domain", "err", err)
 		return nil

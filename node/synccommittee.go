@@ -13,14 +13,7 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
 	"github.com/dvmesh/dvmesh/consensus"
-)
-
-// Domain types of the sync committee and the builder API (consensus specs, Altair; builder specs).
-var (
-	domainSyncCommittee               = phase0.DomainType{0x07, 0x00, 0x00, 0x00}
-	domainSyncCommitteeSelectionProof = phase0.DomainType{0x08, 0x00, 0x00, 0x00}
-	domainContributionAndProof        = phase0.DomainType{0x09, 0x00, 0x00, 0x00}
-	domainApplicationBuilder          = phase0.DomainType{0x00, 0x00, 0x00, 0x01}
+	"github.com/dvmesh/dvmesh/signing"
 )
 
 // syncDuty is one validator's sync committee membership in an epoch.
@@ -81,7 +74,7 @@ func (n *Node) runSyncMessage(ctx context.Context, slot phase0.Slot, duties []*s
 		return
 	}
 	d.step(StepValidate)
-	sroot, err := n.signingRoot(domainSyncCommittee, n.chain.EpochOf(slot), rootObj(root))
+	sroot, err := n.signingRoot(signing.DomainSyncCommittee, n.chain.EpochOf(slot), rootObj(root))
 	if err != nil {
 		d.fail(StepValidate, ReasonInternal, err)
 		return
@@ -150,7 +143,7 @@ func (n *Node) runSyncSelections(ctx context.Context, slot phase0.Slot, duties [
 			defer wg.Done()
 			key := dutyKey{Slot: slot, Type: syncSelectionType(k)}
 			log := n.log.With("slot", slot, "duty", key.Type)
-			root, err := n.signingRoot(domainSyncCommitteeSelectionProof, n.chain.EpochOf(slot), &altair.SyncAggregatorSelectionData{Slot: slot, SubcommitteeIndex: k})
+			root, err := n.signingRoot(signing.DomainSyncCommitteeSelectionProof, n.chain.EpochOf(slot), &altair.SyncAggregatorSelectionData{Slot: slot, SubcommitteeIndex: k})
 			if err != nil {
 				log.Error("Sync selection root", "err", err)
 				return
@@ -276,7 +269,7 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 				continue
 			}
 			m := &altair.ContributionAndProof{AggregatorIndex: a.duty.ValidatorIndex, Contribution: bySub[k], SelectionProof: a.sel.proof}
-			r, err := n.signingRoot(domainContributionAndProof, n.chain.EpochOf(slot), m)
+			r, err := n.signingRoot(signing.DomainContributionAndProof, n.chain.EpochOf(slot), m)
 			if err != nil {
 				d.fail(StepValidate, ReasonInternal, err)
 				return
