@@ -445,8 +445,8 @@ func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpt
 	tw.Flush()
 
 	budget := uint64(leaderLosses) * maxPerSlot
-	fmt.Fprintf(out, "missed duties: %d (fault budget: %d = %d leader loss(es) x %d duties per slot)\n", total.Missing, budget, leaderLosses, maxPerSlot)
-	var failures []string
+	fmt.Fprintf(out, "missed attestations: %d (fault budget: %d = %d leader loss(es) x %d duties per slot)\n", total.Missing, budget, leaderLosses, maxPerSlot)
+	failures := dutyTable(out, st, uint64(leaderLosses)*uint64(len(nodes)))
 	for _, n := range nodes {
 		var cpu time.Duration
 		if ps := n.cmd.ProcessState; ps != nil {
@@ -480,6 +480,27 @@ func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpt
 	}
 	fmt.Fprintln(out, "PASS: every duty within the fault budget, no invalid signature, no slashing refusal")
 	return nil
+}
+
+// dutyTable prints every duty type's outcomes as the simulated beacon node judged them, counted
+// per validator, and returns the failures: any invalid submission, or missed duties of a type
+// beyond budget.
+func dutyTable(out io.Writer, st simbeacon.Stats, budget uint64) []string {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "duty type\texpected\tsubmitted\tvalid\tinvalid\tmissed\t")
+	var failures []string
+	for _, typ := range simbeacon.DutyTypes {
+		c := st.Duties[typ]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", typ, c.Expected, c.Submitted, c.Valid, c.Invalid, c.Missed)
+		if c.Invalid > 0 {
+			failures = append(failures, fmt.Sprintf("%d invalid %s submission(s) reached the beacon node", c.Invalid, typ))
+		}
+		if typ != simbeacon.DutyAttester && c.Missed > budget {
+			failures = append(failures, fmt.Sprintf("%d missed %s duties exceed the fault budget of %d", c.Missed, typ, budget))
+		}
+	}
+	tw.Flush()
+	return failures
 }
 
 func orNone(s []string) string {
