@@ -245,6 +245,9 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /eth/v1/validator/duties/sync/{epoch}", s.handleSyncDuties)
 	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
 	mux.HandleFunc("GET /eth/v3/validator/blocks/{slot}", s.handleProduceBlock)
+	mux.HandleFunc("POST /eth/v1/validator/beacon_committee_subscriptions", s.handleBeaconCommitteeSubscriptions)
+	mux.HandleFunc("GET /eth/v2/validator/aggregate_attestation", s.handleAggregateAttestation)
+	mux.HandleFunc("POST /eth/v2/validator/aggregate_and_proofs", s.handleSubmitAggregates)
 	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.
