@@ -104,6 +104,7 @@ type Sim struct {
 	produced      map[phase0.Slot]map[phase0.Root]producedBlock                 // served blocks, recent slots
 	proposed      map[phase0.Slot]phase0.Root                                   // accepted signed blocks
 	syncMsgs      map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature // valid sync messages, recent slots
+	exits         map[phase0.ValidatorIndex]phase0.Epoch                        // valid voluntary exits: exit epoch
 	records       map[phase0.Slot]*slotRecord
 	unattrWrong   uint64 // wrong submissions that cannot be attributed to an existing slot
 	failures      []Failure
@@ -173,6 +174,7 @@ func New(cfg Config) (*Sim, error) {
 		produced:       make(map[phase0.Slot]map[phase0.Root]producedBlock),
 		proposed:       make(map[phase0.Slot]phase0.Root),
 		syncMsgs:       make(map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature),
+		exits:          make(map[phase0.ValidatorIndex]phase0.Epoch),
 		records:        make(map[phase0.Slot]*slotRecord),
 		marked:         make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
 		foreign:        make(map[phase0.ValidatorIndex]phase0.Epoch),
@@ -242,6 +244,7 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /eth/v2/beacon/blinded_blocks", s.handleSubmitBlindedBlock)
 	mux.HandleFunc("GET /eth/v1/beacon/blocks/{block_id}/root", s.handleBlockRoot)
 	mux.HandleFunc("POST /eth/v1/beacon/pool/sync_committees", s.handleSubmitSyncMessages)
+	mux.HandleFunc("POST /eth/v1/beacon/pool/voluntary_exits", s.handleVoluntaryExit)
 
 	// Validator.
 	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
@@ -255,6 +258,8 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /eth/v1/validator/sync_committee_subscriptions", s.handleSyncCommitteeSubscriptions)
 	mux.HandleFunc("GET /eth/v1/validator/sync_committee_contribution", s.handleSyncContribution)
 	mux.HandleFunc("POST /eth/v1/validator/contribution_and_proofs", s.handleSubmitContributions)
+	mux.HandleFunc("POST /eth/v1/validator/prepare_beacon_proposer", s.handlePrepareProposer)
+	mux.HandleFunc("POST /eth/v1/validator/register_validator", s.handleRegisterValidator)
 	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.
