@@ -90,10 +90,6 @@ func (s *Sim) serveValidators(w http.ResponseWriter, r *http.Request, ids, statu
 	if !ok {
 		return
 	}
-	if !statusMatches(statuses) {
-		writeData(w, []*apiv1.Validator{}, s.isFinalized(slot))
-		return
-	}
 	var indices []phase0.ValidatorIndex
 	if len(ids) == 0 {
 		indices = make([]phase0.ValidatorIndex, len(s.cfg.Validators))
@@ -114,29 +110,38 @@ func (s *Sim) serveValidators(w http.ResponseWriter, r *http.Request, ids, statu
 	}
 	out := make([]*apiv1.Validator, 0, len(indices))
 	for _, idx := range indices {
-		out = append(out, s.validator(idx))
+		if v := s.validator(idx); statusMatches(v.Status, statuses) {
+			out = append(out, v)
+		}
 	}
 	writeData(w, out, s.isFinalized(slot))
 }
 
-// validator returns the API view of the known validator idx.
+// validator returns the API view of the known validator idx: active_ongoing, or active_exiting
+// after a valid voluntary exit (the simulator never lets it leave).
 func (s *Sim) validator(idx phase0.ValidatorIndex) *apiv1.Validator {
 	pk := s.pubkeyOf(idx)
 	creds := make([]byte, 32)
 	creds[0] = 0x01 // execution address credentials
 	copy(creds[12:], pk[:20])
+	status, exit, withdrawable := apiv1.ValidatorStateActiveOngoing, farFutureEpoch, farFutureEpoch
+	s.mu.Lock()
+	if e, ok := s.exits[idx]; ok {
+		status, exit, withdrawable = apiv1.ValidatorStateActiveExiting, e, e+256
+	}
+	s.mu.Unlock()
 	return &apiv1.Validator{
 		Index:   idx,
 		Balance: validatorBalance,
-		Status:  apiv1.ValidatorStateActiveOngoing,
+		Status:  status,
 		Validator: &phase0.Validator{
 			PublicKey:                  pk,
 			WithdrawalCredentials:      creds,
 			EffectiveBalance:           validatorBalance,
 			ActivationEligibilityEpoch: 0,
 			ActivationEpoch:            0,
-			ExitEpoch:                  farFutureEpoch,
-			WithdrawableEpoch:          farFutureEpoch,
+			ExitEpoch:                  exit,
+			WithdrawableEpoch:          withdrawable,
 		},
 	}
 }
@@ -161,14 +166,14 @@ func (s *Sim) parseValidatorID(id string) (phase0.ValidatorIndex, bool, error) {
 	return phase0.ValidatorIndex(n), n < s.n, nil
 }
 
-// statusMatches reports whether an active_ongoing validator passes the status filter (empty
-// matches everything; the general statuses "active" etc. are accepted too).
-func statusMatches(statuses []string) bool {
+// statusMatches reports whether a validator of status passes the status filter (empty matches
+// everything; the general status "active" is accepted too).
+func statusMatches(status apiv1.ValidatorState, statuses []string) bool {
 	if len(statuses) == 0 {
 		return true
 	}
 	for _, st := range statuses {
-		if st == "active_ongoing" || st == "active" {
+		if st == status.String() || st == "active" {
 			return true
 		}
 	}

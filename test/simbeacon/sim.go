@@ -99,10 +99,12 @@ type Sim struct {
 	syncCommittees map[uint64]*syncCommittee // by period, bounded
 	dl             dutyLog
 
-	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress   // prepare_beacon_proposer
-	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration // register_validator
-	produced      map[phase0.Slot]map[phase0.Root]producedBlock          // served blocks, recent slots
-	proposed      map[phase0.Slot]phase0.Root                            // accepted signed blocks
+	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress          // prepare_beacon_proposer
+	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration        // register_validator
+	produced      map[phase0.Slot]map[phase0.Root]producedBlock                 // served blocks, recent slots
+	proposed      map[phase0.Slot]phase0.Root                                   // accepted signed blocks
+	syncMsgs      map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature // valid sync messages, recent slots
+	exits         map[phase0.ValidatorIndex]phase0.Epoch                        // valid voluntary exits: exit epoch
 	records       map[phase0.Slot]*slotRecord
 	unattrWrong   uint64 // wrong submissions that cannot be attributed to an existing slot
 	failures      []Failure
@@ -171,6 +173,8 @@ func New(cfg Config) (*Sim, error) {
 		registrations:  make(map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration),
 		produced:       make(map[phase0.Slot]map[phase0.Root]producedBlock),
 		proposed:       make(map[phase0.Slot]phase0.Root),
+		syncMsgs:       make(map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature),
+		exits:          make(map[phase0.ValidatorIndex]phase0.Epoch),
 		records:        make(map[phase0.Slot]*slotRecord),
 		marked:         make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
 		foreign:        make(map[phase0.ValidatorIndex]phase0.Epoch),
@@ -238,6 +242,9 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /eth/v2/beacon/pool/attestations", s.handleSubmitAttestations)
 	mux.HandleFunc("POST /eth/v2/beacon/blocks", s.handleSubmitBlock)
 	mux.HandleFunc("POST /eth/v2/beacon/blinded_blocks", s.handleSubmitBlindedBlock)
+	mux.HandleFunc("GET /eth/v1/beacon/blocks/{block_id}/root", s.handleBlockRoot)
+	mux.HandleFunc("POST /eth/v1/beacon/pool/sync_committees", s.handleSubmitSyncMessages)
+	mux.HandleFunc("POST /eth/v1/beacon/pool/voluntary_exits", s.handleVoluntaryExit)
 
 	// Validator.
 	mux.HandleFunc("POST /eth/v1/validator/duties/attester/{epoch}", s.handleAttesterDuties)
@@ -245,6 +252,14 @@ func (s *Sim) Handler() http.Handler {
 	mux.HandleFunc("POST /eth/v1/validator/duties/sync/{epoch}", s.handleSyncDuties)
 	mux.HandleFunc("GET /eth/v1/validator/attestation_data", s.handleAttestationData)
 	mux.HandleFunc("GET /eth/v3/validator/blocks/{slot}", s.handleProduceBlock)
+	mux.HandleFunc("POST /eth/v1/validator/beacon_committee_subscriptions", s.handleBeaconCommitteeSubscriptions)
+	mux.HandleFunc("GET /eth/v2/validator/aggregate_attestation", s.handleAggregateAttestation)
+	mux.HandleFunc("POST /eth/v2/validator/aggregate_and_proofs", s.handleSubmitAggregates)
+	mux.HandleFunc("POST /eth/v1/validator/sync_committee_subscriptions", s.handleSyncCommitteeSubscriptions)
+	mux.HandleFunc("GET /eth/v1/validator/sync_committee_contribution", s.handleSyncContribution)
+	mux.HandleFunc("POST /eth/v1/validator/contribution_and_proofs", s.handleSubmitContributions)
+	mux.HandleFunc("POST /eth/v1/validator/prepare_beacon_proposer", s.handlePrepareProposer)
+	mux.HandleFunc("POST /eth/v1/validator/register_validator", s.handleRegisterValidator)
 	mux.HandleFunc("POST /eth/v1/validator/liveness/{epoch}", s.handleValidatorLiveness)
 
 	// Events.
