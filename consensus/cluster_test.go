@@ -157,3 +157,33 @@ func BenchmarkPropose3Nodes(b *testing.B) {
 		}
 	}
 }
+
+// TestAwaitFollowsTheDecision: a node without a value of its own (its beacon node failed)
+// learns the value the leader's proposal decides, and a wait with nothing proposed ends with ctx.
+func TestAwaitFollowsTheDecision(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	follower := (leader + 1) % 3
+	duty := Duty{Slot: 3, Type: "aggregator"}
+	got := make(chan []byte, 1)
+	go func() {
+		v, err := c.nodes[follower].Await(context.Background(), duty)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- v
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes[leader].Propose(ctx, duty, []byte("leader's value")); err != nil {
+		t.Fatal(err)
+	}
+	if v := <-got; string(v) != "leader's value" {
+		t.Fatalf("Await = %q", v)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	if _, err := c.nodes[follower].Await(short, Duty{Slot: 4, Type: "aggregator"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Await of an undecided duty: %v", err)
+	}
+}

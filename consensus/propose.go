@@ -106,3 +106,25 @@ func (n *Node) Decided(duty Duty) ([]byte, bool) {
 	}
 	return slices.Clone(v), true
 }
+
+// Await blocks until a value is decided for duty (proposed by other nodes) or ctx ends, and
+// returns a copy of it. A node whose own value could not be fetched uses it to follow the
+// cluster's decision instead of dropping out of the duty.
+func (n *Node) Await(ctx context.Context, duty Duty) ([]byte, error) {
+	for {
+		decided := n.fsm.wait(duty)
+		if v, ok, expired := n.fsm.get(duty); ok {
+			return slices.Clone(v), nil
+		} else if expired {
+			return nil, fmt.Errorf("await %s: %w", duty, ErrExpired)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("await %s: %w", duty, ctx.Err())
+		case <-n.done:
+			return nil, fmt.Errorf("await %s: %w", duty, ErrShutdown)
+		case <-decided:
+		case <-time.After(n.recheck):
+		}
+	}
+}

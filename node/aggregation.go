@@ -136,34 +136,11 @@ func (n *Node) runAggregator(ctx context.Context, slot phase0.Slot, duties []*at
 		}
 		committees[a.CommitteeIndex] = a.CommitteeLength
 	}
-	var fetched []*electra.Attestation
-	var version spec.DataVersion
-	for _, ci := range order {
-		va, err := n.beacon.AggregateAttestation(ctx, slot, dataRoot, ci)
-		if err != nil {
-			d.fail(StepFetch, beaconReason(err), err)
-			return
-		}
-		att, err := electraAttestation(va)
-		if err != nil {
-			d.fail(StepFetch, ReasonBeaconError, err)
-			return
-		}
-		version = va.Version
-		fetched = append(fetched, att)
-	}
-	d.step(StepFetch)
-	value, err := encodeAggregates(version, fetched)
-	if err != nil {
-		d.fail(StepFetch, ReasonBeaconError, err)
+	value, err := n.fetchAggregates(ctx, slot, dataRoot, order)
+	decidedBytes, ok := n.agree(ctx, d, value, err)
+	if !ok {
 		return
 	}
-	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyAggregator}, value)
-	if err != nil {
-		d.fail(StepConsensus, ReasonNoConsensus, err)
-		return
-	}
-	d.step(StepConsensus)
 	version, decided, err := decodeAggregates(decidedBytes)
 	if err == nil {
 		err = validateAggregates(decided, dataRoot, committees)
@@ -222,6 +199,27 @@ func (n *Node) runAggregator(ctx context.Context, slot phase0.Slot, duties []*at
 		}
 		d.submitted(pks, n.beacon.SubmitAggregateAttestations(ctx, out))
 	})
+}
+
+// fetchAggregates fetches the aggregate of each committee and encodes them for agreement.
+func (n *Node) fetchAggregates(ctx context.Context, slot phase0.Slot, dataRoot phase0.Root, committees []phase0.CommitteeIndex) ([]byte, error) {
+	var (
+		fetched []*electra.Attestation
+		version spec.DataVersion
+	)
+	for _, ci := range committees {
+		va, err := n.beacon.AggregateAttestation(ctx, slot, dataRoot, ci)
+		if err != nil {
+			return nil, err
+		}
+		att, err := electraAttestation(va)
+		if err != nil {
+			return nil, err
+		}
+		version = va.Version
+		fetched = append(fetched, att)
+	}
+	return encodeAggregates(version, fetched)
 }
 
 // electraAttestation unwraps an Electra or Fulu attestation.

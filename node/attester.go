@@ -14,7 +14,6 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/dvmesh/dvmesh/consensus"
 	"github.com/dvmesh/dvmesh/p2p"
 	"github.com/dvmesh/dvmesh/signing"
 	"github.com/dvmesh/dvmesh/slashingdb"
@@ -53,23 +52,17 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 		return
 	}
 	d.step(StepStart)
+	var value []byte
 	data, err := n.beacon.AttestationData(ctx, slot)
-	if err != nil {
-		d.fail(StepFetch, beaconReason(err), err)
+	if err == nil {
+		if value, err = data.MarshalSSZ(); err != nil {
+			err = fmt.Errorf("%w: encode attestation data: %v", ErrBeacon, err)
+		}
+	}
+	decidedBytes, ok := n.agree(ctx, d, value, err)
+	if !ok {
 		return
 	}
-	d.step(StepFetch)
-	value, err := data.MarshalSSZ()
-	if err != nil {
-		d.fail(StepFetch, ReasonInternal, fmt.Errorf("encode attestation data: %w", err))
-		return
-	}
-	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyAttester}, value)
-	if err != nil {
-		d.fail(StepConsensus, ReasonNoConsensus, err)
-		return
-	}
-	d.step(StepConsensus)
 	decided, err := n.validAttestationData(ctx, slot, decidedBytes)
 	if err != nil {
 		d.fail(StepValidate, failureReason(err), err)

@@ -15,7 +15,6 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/electra"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
-	"github.com/dvmesh/dvmesh/consensus"
 	"github.com/dvmesh/dvmesh/signing"
 	"github.com/dvmesh/dvmesh/slashingdb"
 )
@@ -85,23 +84,15 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 	if settings.Builder {
 		boost = &settings.BuilderBoostFactor
 	}
+	var value []byte
 	proposal, err := n.beacon.Proposal(ctx, slot, reveal, graffiti, boost)
-	if err != nil {
-		d.fail(StepFetch, beaconReason(err), err)
+	if err == nil {
+		value, err = encodeProposal(proposal)
+	}
+	decidedBytes, ok := n.agree(ctx, d, value, err)
+	if !ok {
 		return
 	}
-	value, err := encodeProposal(proposal)
-	if err != nil {
-		d.fail(StepFetch, ReasonBeaconError, err)
-		return
-	}
-	d.step(StepFetch)
-	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutyProposer}, value)
-	if err != nil {
-		d.fail(StepConsensus, ReasonNoConsensus, err)
-		return
-	}
-	d.step(StepConsensus)
 	decided, err := decodeProposal(decidedBytes)
 	if err == nil {
 		err = validateProposal(decided, duty, reveal, feeRecipient)

@@ -13,6 +13,7 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/herumi/bls-eth-go-binary/bls"
 
+	"github.com/dvmesh/dvmesh/consensus"
 	"github.com/dvmesh/dvmesh/p2p"
 	"github.com/dvmesh/dvmesh/signing"
 )
@@ -313,4 +314,28 @@ func pubkeysOf(items []toSign) []phase0.BLSPubKey {
 		out[i] = it.pubkey
 	}
 	return out
+}
+
+// agree proposes this node's value for the duty through Raft, or, when its own fetch failed,
+// follows the value the cluster decides: a node whose beacon node failed still signs what the
+// others agreed on (after validating it like any decided value). ok is false when the duty failed
+// (booked).
+func (n *Node) agree(ctx context.Context, d *dutyExec, value []byte, fetchErr error) (decided []byte, ok bool) {
+	duty := consensus.Duty{Slot: uint64(d.key.Slot), Type: d.key.Type}
+	var err error
+	if fetchErr != nil {
+		d.log.Info("Own value not fetched; following the cluster's decision", "err", fetchErr)
+		if decided, err = n.cons.Await(ctx, duty); err != nil {
+			d.fail(StepFetch, failureReason(fetchErr), errors.Join(fetchErr, err))
+			return nil, false
+		}
+	} else {
+		d.step(StepFetch)
+		if decided, err = n.cons.Propose(ctx, duty, value); err != nil {
+			d.fail(StepConsensus, ReasonNoConsensus, err)
+			return nil, false
+		}
+	}
+	d.step(StepConsensus)
+	return decided, true
 }

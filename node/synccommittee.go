@@ -56,18 +56,15 @@ func (n *Node) runSyncMessage(ctx context.Context, slot phase0.Slot, duties []*s
 	}
 	n.heads.Wait(ctx, slot, n.chain.SlotStart(slot).Add(n.chain.SlotDuration/3))
 	d.step(StepStart)
+	var value []byte
 	head, err := n.beacon.BeaconBlockRoot(ctx, "head")
-	if err != nil {
-		d.fail(StepFetch, beaconReason(err), err)
+	if err == nil {
+		value = head[:]
+	}
+	decided, ok := n.agree(ctx, d, value, err)
+	if !ok {
 		return
 	}
-	d.step(StepFetch)
-	decided, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutySyncMessage}, head[:])
-	if err != nil {
-		d.fail(StepConsensus, ReasonNoConsensus, err)
-		return
-	}
-	d.step(StepConsensus)
 	root, err := n.validBlockRoot(ctx, decided)
 	if err != nil {
 		d.fail(StepValidate, failureReason(err), err)
@@ -215,31 +212,11 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 	}
 	var root phase0.Root
 	copy(root[:], decidedRoot)
-	var fetched []*altair.SyncCommitteeContribution
-	for _, k := range order {
-		c, err := n.beacon.SyncCommitteeContribution(ctx, slot, k, root)
-		if err != nil {
-			d.fail(StepFetch, beaconReason(err), err)
-			return
-		}
-		if c == nil {
-			d.fail(StepFetch, ReasonBeaconError, fmt.Errorf("%w: empty contribution", ErrBeacon))
-			return
-		}
-		fetched = append(fetched, c)
-	}
-	d.step(StepFetch)
-	value, err := encodeContributions(fetched)
-	if err != nil {
-		d.fail(StepFetch, ReasonBeaconError, err)
+	value, err := n.fetchContributions(ctx, slot, root, order)
+	decidedBytes, ok := n.agree(ctx, d, value, err)
+	if !ok {
 		return
 	}
-	decidedBytes, err := n.cons.Propose(ctx, consensus.Duty{Slot: uint64(slot), Type: dutySyncContrib}, value)
-	if err != nil {
-		d.fail(StepConsensus, ReasonNoConsensus, err)
-		return
-	}
-	d.step(StepConsensus)
 	decided, err := decodeContributions(decidedBytes)
 	if err == nil {
 		err = validateContributions(decided, slot, root, subs)
@@ -308,6 +285,22 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 		return
 	}
 	d.submitted(signed, n.beacon.SubmitSyncCommitteeContributions(ctx, out))
+}
+
+// fetchContributions fetches each subcommittee's contribution and encodes them for agreement.
+func (n *Node) fetchContributions(ctx context.Context, slot phase0.Slot, root phase0.Root, subs []uint64) ([]byte, error) {
+	var fetched []*altair.SyncCommitteeContribution
+	for _, k := range subs {
+		c, err := n.beacon.SyncCommitteeContribution(ctx, slot, k, root)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			return nil, fmt.Errorf("%w: empty contribution", ErrBeacon)
+		}
+		fetched = append(fetched, c)
+	}
+	return encodeContributions(fetched)
 }
 
 // validateContributions checks decided contributions: the duty's slot, the agreed block root,

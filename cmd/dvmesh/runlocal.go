@@ -46,6 +46,7 @@ type runLocalOpts struct {
 	logLevel       string
 	readyTimeout   time.Duration
 	networkSize    uint64 // validators of the simulated network; 0: the cluster's only
+	builderBlocks  bool   // the simulated beacon node answers blinded (builder) blocks
 }
 
 func newRunLocalCmd() *cobra.Command {
@@ -75,6 +76,7 @@ or missed duties beyond that budget.`,
 	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3620, "monitoring port of node 1; node i uses base+i-1")
 	f.IntVar(&o.adminBase, "admin-base-port", 3630, "admin port ('dvmesh exit --admin-addr') of node 1; node i uses base+i-1")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of the nodes")
+	f.BoolVar(&o.builderBlocks, "builder-blocks", false, "the simulated beacon node produces blinded blocks, as from an MEV relay (the demo cluster uses builders)")
 	f.DurationVar(&o.readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every node to be ready")
 	return cmd
 }
@@ -534,7 +536,7 @@ func newSim(l *lock.Lock, o runLocalOpts, log *slog.Logger) (*simbeacon.Sim, err
 	copy(version[:], gfv)
 	sim, err := simbeacon.New(simbeacon.Config{
 		SlotDuration: o.slotDuration, SlotsPerEpoch: o.slotsPerEpoch, Validators: vals, GenesisForkVersion: version, Logger: log,
-		NetworkSize: o.networkSize,
+		NetworkSize: o.networkSize, BuilderBlocks: o.builderBlocks,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("simulated beacon node: %w", err)
