@@ -240,6 +240,9 @@ func (d *Data) Verify(genesisForkVersion phase0.Version) error {
 	if fv != genesisForkVersion {
 		return bad("fork_version %#x, this network's is %#x", fv[:], genesisForkVersion[:])
 	}
+	if phase0.Gwei(d.Amount) < MinAmount {
+		return bad("amount %d gwei is below the deposit contract's minimum %d", d.Amount, MinAmount)
+	}
 	root, err := SigningRoot(pk, creds, phase0.Gwei(d.Amount), fv)
 	if err != nil {
 		return err

@@ -48,7 +48,8 @@ type CreateOptions struct {
 	Proposals *lock.ProposalSettings
 	// KDF is the keystores' EIP-2335 KDF: signing.KDFPBKDF2 (default) or signing.KDFScrypt.
 	KDF string
-	// Progress, when set, is called after each keystore written with the count done and the total.
+	// Progress, when set, is called after each keystore written with the count done and the
+	// total; calls never overlap.
 	Progress func(done, total int)
 	// P2PAddrs, when set, gives each node's libp2p multiaddr (one per node) instead of Host and
 	// BasePort: for clusters spread over machines.
@@ -372,12 +373,16 @@ type keystoreJob struct {
 }
 
 // writeKeystores encrypts and writes the keystores on every core: the KDF is the cost of
-// creating a cluster (about 50 ms per keystore with PBKDF2, a second with scrypt).
+// creating a cluster (about 50 ms per keystore with PBKDF2, a second with scrypt). progress is
+// called by one worker at a time, so it need not be safe for concurrent use.
 func writeKeystores(jobs []keystoreJob, kdf string, progress func(done, total int)) error {
 	work := make(chan keystoreJob)
 	errs := make(chan error, len(jobs))
-	var wg sync.WaitGroup
-	var done atomic.Int64
+	var (
+		wg         sync.WaitGroup
+		progressMu sync.Mutex
+		done       atomic.Int64
+	)
 	for w := 0; w < runtime.NumCPU(); w++ {
 		wg.Add(1)
 		go func() {
@@ -392,7 +397,9 @@ func writeKeystores(jobs []keystoreJob, kdf string, progress func(done, total in
 					continue
 				}
 				if d := done.Add(1); progress != nil {
+					progressMu.Lock()
 					progress(int(d), len(jobs))
+					progressMu.Unlock()
 				}
 			}
 		}()

@@ -38,8 +38,9 @@ const QuarantineDirName = "quarantined-source-keystores"
 // error naming it, and so is a key found twice.
 //
 // It refuses keystores with a validator client's lock file beside them (keystore-X.json.lock
-// or keystore-X.lock, as Lighthouse and Teku keep while they run): the old validator client must
-// be stopped before its keys are split.
+// or keystore-X.lock, which some validator clients keep while they run): the old validator
+// client must be stopped before its keys are split. Clients without such files cannot be
+// detected here.
 func LoadExistingKeys(dir, passwordFile string) ([]ExistingKey, error) {
 	paths, err := filepath.Glob(filepath.Join(dir, "keystore-*.json"))
 	if err != nil {

@@ -111,6 +111,33 @@ func RecoverPublicKey(shares map[uint64][]byte, threshold int) ([]byte, error) {
 	return group.Serialize(), nil
 }
 
+// RecoverSecretKey interpolates the whole secret key from secret shares keyed by share index,
+// using the threshold lowest indices. It brings back a key the cluster was made to never hold
+// whole: the caller must check the result's public key against the group key (a wrong share
+// yields another key, not an error) and keep it from ever signing beside the cluster.
+func RecoverSecretKey(shares map[uint64]*bls.SecretKey, threshold int) (*bls.SecretKey, error) {
+	m := make(map[uint64][]byte, len(shares))
+	for idx := range shares {
+		m[idx] = nil
+	}
+	ids, idxs, err := pickIDs(m, threshold)
+	if err != nil {
+		return nil, err
+	}
+	secs := make([]bls.SecretKey, len(idxs))
+	for i, idx := range idxs {
+		if shares[idx] == nil || shares[idx].IsZero() {
+			return nil, fmt.Errorf("%w: share %d is empty", ErrBadSecretKey, idx)
+		}
+		secs[i] = *shares[idx]
+	}
+	var sk bls.SecretKey
+	if err := sk.Recover(secs, ids); err != nil {
+		return nil, fmt.Errorf("recover secret key: %w", err)
+	}
+	return &sk, nil
+}
+
 // pickIDs returns the evaluation points of the threshold lowest share indices in m.
 func pickIDs(m map[uint64][]byte, threshold int) ([]bls.ID, []uint64, error) {
 	if threshold < 1 {

@@ -141,3 +141,30 @@ func BenchmarkRecoverSignature3of4(b *testing.B) {
 		}
 	}
 }
+
+func TestRecoverSecretKey(t *testing.T) {
+	var secret bls.SecretKey
+	secret.SetByCSPRNG()
+	shares, err := Split(&secret, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := RecoverSecretKey(map[uint64]*bls.SecretKey{2: shares[1], 3: shares[2], 4: shares[3]}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.IsEqual(&secret) {
+		t.Fatal("shares 2, 3, 4 do not give the secret back")
+	}
+	if _, err := RecoverSecretKey(map[uint64]*bls.SecretKey{1: shares[0], 2: shares[1]}, 3); !errors.Is(err, ErrThreshold) {
+		t.Fatalf("two shares of a 3-of-4: %v", err)
+	}
+	// A share under the wrong index gives another key, not an error: callers must check.
+	wrong, err := RecoverSecretKey(map[uint64]*bls.SecretKey{1: shares[0], 2: shares[2], 3: shares[1]}, 3)
+	if err != nil || wrong.IsEqual(&secret) {
+		t.Fatalf("swapped shares: %v", err)
+	}
+	if _, err := RecoverSecretKey(map[uint64]*bls.SecretKey{1: shares[0], 2: shares[1], 3: nil}, 3); err == nil {
+		t.Fatal("nil share accepted")
+	}
+}

@@ -145,6 +145,7 @@ func runCreateCluster(cmd *cobra.Command, o node.CreateOptions, cf createFlags) 
 	var qdir string
 	if cf.quarantineExisting {
 		if qdir, err = node.QuarantineSource(existing, o.OutDir, cf.existingPassword); err != nil {
+			printFencing(out, o, res, existing, "")
 			return fmt.Errorf("the cluster was created, but %w: move the remaining source keystores away by hand", err)
 		}
 	}
@@ -220,15 +221,16 @@ func printFencing(out io.Writer, o node.CreateOptions, res *node.Created, existi
 	fmt.Fprintf(out, "\nSplit %d existing keys: every group key in the lock equals its source keystore's public key.\n", len(existing))
 	fmt.Fprintln(out, "No deposit data was written: these validators are already deposited.")
 	fmt.Fprintln(out, "\nBefore the cluster signs, fence the old validator client, in this order:")
-	fmt.Fprintln(out, "  1. Stop the old validator client for good (checked only as far as its lock files go: a keystore with a")
-	fmt.Fprintln(out, "     keystore-X.json.lock or keystore-X.lock beside it was refused).")
+	fmt.Fprintln(out, "  1. Stop the old validator client for good (checked only as far as lock files go: a keystore with a")
+	fmt.Fprintln(out, "     keystore-X.json.lock or keystore-X.lock beside it was refused; not every client writes them).")
 	fmt.Fprintln(out, "  2. After it has stopped, export its slashing-protection history (EIP-3076 interchange), e.g. interchange.json,")
 	fmt.Fprintln(out, "     and import it into every node's data directory:")
 	for i := range res.Lock.Operators {
 		fmt.Fprintf(out, "       dvmesh slashing import --data-dir %s interchange.json\n", filepath.Join(o.OutDir, node.NodeDirName(i+1), "data"))
 	}
-	fmt.Fprintln(out, "     (Checked: a node refuses to sign for a validator its slashing DB has never seen, and the import also")
-	fmt.Fprintln(out, "     records the current epoch and slot from the wall clock, so nothing at or before them is signed.)")
+	fmt.Fprintln(out, "     (Checked: a node refuses to sign for a validator its slashing DB has never seen. The import also raises")
+	fmt.Fprintln(out, "     the DB's watermarks to the wall clock's epoch and slot, so nothing at or before them is signed: on")
+	fmt.Fprintln(out, "     mainnet, hoodi and sepolia by itself, on another chain with --genesis-time.)")
 	if qdir != "" {
 		fmt.Fprintf(out, "  3. Done: the source keystores were moved into %s; keep them offline or delete them.\n", qdir)
 	} else {
