@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +36,7 @@ type benchOpts struct {
 	dir               string
 	monitoringBase    int
 	p2pBase           int
+	cpuProfile        string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -63,6 +65,7 @@ peak RSS and the Go heap live after GC (first and last sample, and the maximum).
 	f.StringVar(&o.dir, "dir", "", "working directory (default: a new temporary directory, removed afterwards)")
 	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3720, "monitoring port of node 1; node i uses base+i-1")
 	f.IntVar(&o.p2pBase, "p2p-base-port", 3710, "libp2p port of node 1; node i uses base+i-1")
+	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of node 1 over the middle of the run to this file (go tool pprof -top FILE)")
 	return cmd
 }
 
@@ -126,6 +129,10 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	samples := &benchSamples{slots: o.slots, lat: map[string]map[uint64]float64{}}
 	heaps := make([][]float64, len(nodes))
 	end := genesis.Add(time.Duration(o.slots)*slotDur + slotDur)
+	if o.cpuProfile != "" {
+		// Profile the middle half of the run, away from start-up.
+		go profileNode(out, nodes[0], genesis.Add(time.Duration(o.slots)*slotDur/4), time.Duration(o.slots)*slotDur/2, o.cpuProfile)
+	}
 	next := time.Now()
 	for time.Now().Before(end) {
 		select {
@@ -312,4 +319,28 @@ func scrapeGauge(monitoring, name string) (float64, error) {
 		err = fmt.Errorf("metric %s not found", name)
 	}
 	return v, err
+}
+
+// profileNode writes a CPU profile of n taken from at for d.
+func profileNode(out io.Writer, n *localNode, at time.Time, d time.Duration, path string) {
+	time.Sleep(time.Until(at))
+	secs := max(1, int(d.Seconds()))
+	c := http.Client{Timeout: d + 30*time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.monitoring, secs))
+	if err != nil {
+		fmt.Fprintf(out, "CPU profile: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(out, "CPU profile: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		fmt.Fprintf(out, "CPU profile: %v\n", err)
+		return
+	}
+	fmt.Fprintf(out, "CPU profile of node %d over %ds written to %s\n", n.index, secs, path)
 }
