@@ -15,6 +15,13 @@ var (
 	DomainVoluntaryExit     = phase0.DomainType{0x04, 0x00, 0x00, 0x00}
 	DomainSelectionProof    = phase0.DomainType{0x05, 0x00, 0x00, 0x00}
 	DomainAggregateAndProof = phase0.DomainType{0x06, 0x00, 0x00, 0x00}
+	// Altair sync committees.
+	DomainSyncCommittee               = phase0.DomainType{0x07, 0x00, 0x00, 0x00}
+	DomainSyncCommitteeSelectionProof = phase0.DomainType{0x08, 0x00, 0x00, 0x00}
+	DomainContributionAndProof        = phase0.DomainType{0x09, 0x00, 0x00, 0x00}
+	// DomainApplicationBuilder signs builder-API validator registrations (MEV-boost), with the
+	// genesis fork version and a zero genesis validators root, like deposits.
+	DomainApplicationBuilder = phase0.DomainType{0x00, 0x00, 0x00, 0x01}
 )
 
 // hashRooter is what SSZ containers of go-eth2-client implement.
