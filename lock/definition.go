@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/dvmesh/dvmesh/deposit"
 	"github.com/dvmesh/dvmesh/signing"
 )
 
@@ -26,12 +28,6 @@ const DefinitionVersion = "dvmesh/definition/v1"
 const (
 	MaxOperators  = 64
 	MaxValidators = 10000
-)
-
-// Deposit amounts, in Gwei.
-const (
-	DepositAmountGwei     = 32_000_000_000   // the only amount for 0x01 credentials, the minimum for 0x02
-	MaxCompoundingDeposit = 2048_000_000_000 // MAX_EFFECTIVE_BALANCE_ELECTRA
 )
 
 // ErrBadDefinition is returned for a definition that is malformed, tampered with or not signed
@@ -110,7 +106,7 @@ func NewDefinition(o DefinitionOptions) (*Definition, error) {
 		WithdrawalAddress:  o.WithdrawalAddress,
 		FeeRecipient:       o.FeeRecipient,
 		Compounding:        o.Compounding,
-		DepositAmountGwei:  DepositAmountGwei,
+		DepositAmountGwei:  uint64(deposit.ActivationAmount),
 	}
 	for _, op := range o.Operators {
 		d.Operators = append(d.Operators, DefinitionOperator{PeerID: op.PeerID, Address: op.Address})
@@ -231,18 +227,15 @@ func (d *Definition) Validate() error {
 	if d.NumValidators < 1 || d.NumValidators > MaxValidators {
 		return bad("num_validators %d: want 1..%d", d.NumValidators, MaxValidators)
 	}
-	if err := checkAddress(d.WithdrawalAddress); err != nil {
+	if _, err := ParseAddress(d.WithdrawalAddress); err != nil {
 		return bad("withdrawal_address: %v", err)
 	}
-	if err := checkAddress(d.FeeRecipient); err != nil {
+	if _, err := ParseAddress(d.FeeRecipient); err != nil {
 		return bad("fee_recipient: %v", err)
 	}
-	maxAmount := uint64(DepositAmountGwei)
-	if d.Compounding {
-		maxAmount = MaxCompoundingDeposit
-	}
-	if d.DepositAmountGwei < DepositAmountGwei || d.DepositAmountGwei > maxAmount {
-		return bad("deposit_amount_gwei %d: want %d..%d", d.DepositAmountGwei, uint64(DepositAmountGwei), maxAmount)
+	// A ceremony's deposits create validators: the full activation amount, never a partial one.
+	if _, err := deposit.CheckAmount(phase0.Gwei(d.DepositAmountGwei), d.Compounding, false); err != nil {
+		return bad("deposit_amount_gwei: %v", err)
 	}
 	seen := map[string]bool{}
 	for i, op := range d.Operators {
@@ -293,31 +286,17 @@ func (d *Definition) VerifyAllSigned() error {
 	return nil
 }
 
-// checkAddress accepts a 0x-prefixed 20-byte execution-layer address other than zero (funds sent
-// to the zero address are lost).
-func checkAddress(s string) error {
-	if !strings.HasPrefix(s, "0x") {
-		return fmt.Errorf("%q: want 0x-prefixed hex", s)
-	}
-	b, err := DecodeHex(s, 20)
-	if err != nil {
-		return fmt.Errorf("%q: %w", s, err)
-	}
-	if bytes.Equal(b, make([]byte, 20)) {
-		return fmt.Errorf("%q: the zero address", s)
-	}
-	return nil
-}
-
-// ParseAddress decodes an address checkAddress accepts.
+// ParseAddress decodes a 0x-prefixed 20-byte execution-layer address other than zero (funds
+// sent to the zero address are lost), as the deposit package reads withdrawal addresses.
 func ParseAddress(s string) ([20]byte, error) {
-	var out [20]byte
-	if err := checkAddress(s); err != nil {
-		return out, err
+	a, err := deposit.ParseAddress(s)
+	if err != nil {
+		return a, err
 	}
-	b, _ := DecodeHex(s, 20) // checked
-	copy(out[:], b)
-	return out, nil
+	if s != strings.TrimSpace(s) {
+		return a, fmt.Errorf("address %q: surrounding spaces", s)
+	}
+	return a, nil
 }
 
 // ParseOperator reads an operator given as "<peer-id>@<multiaddr>" or as a multiaddr ending in
