@@ -709,3 +709,39 @@ func TestDecode_RefusesMalformed(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecode: no input makes decode panic, and whatever it accepts has the sizes the
+// ceremony relies on when it indexes into the message.
+func FuzzDecode(f *testing.F) {
+	p := params{n: 4, t: 3, v: 2}
+	sess := bytes.Repeat([]byte{1}, 32)
+	for _, e := range []*envelope{
+		{Kind: kindHello, Hello: &helloMsg{DefinitionHash: "0x00", Nonce: make([]byte, 32)}},
+		{Kind: kindDeal, Session: sess, Deal: &dealMsg{Commitments: make([]byte, 6*48), Pops: make([]byte, 2*96), Shares: make([]byte, 64)}},
+		{Kind: kindVerify, Session: sess, Verify: &verifyMsg{Echoes: make([]echo, 4), Complaints: []complaint{{Dealer: 2, Kind: complaintShares, Shares: make([]byte, 64), SharesSig: []byte{1}}}}},
+		{Kind: kindFinish, Session: sess, Finish: &finishMsg{DepositPartials: make([]byte, 2*96)}},
+		{Kind: kindAbort, Abort: &abortMsg{Faults: []Fault{{Operator: 1, Reason: "x"}}}},
+	} {
+		b, _ := encode(e)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, _, err := decode(b, p)
+		if err != nil {
+			return
+		}
+		if e.Verify != nil {
+			for _, c := range e.Verify.Complaints {
+				if c.Kind == complaintShares && len(c.Shares) != p.v*shareLen {
+					t.Fatalf("share complaint with %d bytes of evidence accepted", len(c.Shares))
+				}
+			}
+			if len(e.Verify.Echoes) != p.n {
+				t.Fatalf("%d echoes accepted", len(e.Verify.Echoes))
+			}
+		}
+		if e.Finish != nil && len(e.Finish.DepositPartials) != p.v*partialLen {
+			t.Fatal("finish with wrong partials accepted")
+		}
+	})
+}

@@ -83,6 +83,19 @@ func RunNode(ctx context.Context, cfg NodeConfig) (res *NodeResult, err error) {
 	if err := checkEmptyDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	kdf := cfg.KDF
+	if kdf == "" {
+		kdf = signing.KDFPBKDF2
+	}
+	if kdf != signing.KDFPBKDF2 && kdf != signing.KDFScrypt {
+		// Checked before the ceremony: failing at the keystores would abort everyone's.
+		return nil, fmt.Errorf("dkg: keystore KDF %q: want %s or %s", kdf, signing.KDFPBKDF2, signing.KDFScrypt)
+	}
+	if cfg.RoundTimeout <= 0 && kdf == signing.KDFScrypt {
+		// The finish round includes the slowest operator's keystore encryption: about a second
+		// per scrypt keystore here, against 50 ms with PBKDF2 (which the default allows for).
+		cfg.RoundTimeout = DefaultRoundTimeout + time.Duration(def.NumValidators)*1500*time.Millisecond
+	}
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -137,10 +150,6 @@ func RunNode(ctx context.Context, cfg NodeConfig) (res *NodeResult, err error) {
 	defer tr.Close()
 	log.Info("DKG: listening", "addr", listenAddr.String(), "peer", id.String(), "operator", self)
 
-	kdf := cfg.KDF
-	if kdf == "" {
-		kdf = signing.KDFPBKDF2
-	}
 	r, err := Run(ctx, Config{
 		Definition: def, Key: cfg.Key, Transport: tr, StartTimeout: cfg.StartTimeout, RoundTimeout: cfg.RoundTimeout, Log: log,
 		BeforeApprove: func(r *Result) error {

@@ -181,7 +181,11 @@ func decode(b []byte, p params) (*envelope, int, error) {
 				return nil, 0, fmt.Errorf("verify: complaint against dealer %d malformed", c.Dealer)
 			}
 			switch c.Kind {
-			case complaintShares, complaintCommitments, complaintUnverifiable:
+			case complaintShares:
+				if len(c.Shares) != p.v*shareLen || len(c.SharesSig) == 0 {
+					return nil, 0, fmt.Errorf("verify: share complaint against dealer %d without evidence", c.Dealer)
+				}
+			case complaintCommitments, complaintUnverifiable:
 			default:
 				return nil, 0, fmt.Errorf("verify: complaint kind %q", c.Kind)
 			}
