@@ -547,7 +547,7 @@ func (c *ceremony) dealRound(ctx context.Context) error {
 		clear(poly) // the polynomial's only use was to make these shares
 	}
 	c.polys = nil
-	digest := commitDigest(c.session, c.self, commitments, pops)
+	digest := commitDigest(c.defHash, c.session, c.self, commitments, pops)
 	commitSig, err := c.cfg.Key.Sign(commitSigMsg(digest))
 	if err != nil {
 		return fmt.Errorf("dkg: sign commitments: %w", err)
@@ -559,7 +559,7 @@ func (c *ceremony) dealRound(ctx context.Context) error {
 		if j == c.self {
 			continue
 		}
-		sig, err := c.cfg.Key.Sign(sharesSigMsg(sharesDigest(c.session, c.self, j, shares[j-1])))
+		sig, err := c.cfg.Key.Sign(sharesSigMsg(sharesDigest(c.defHash, c.session, c.self, j, shares[j-1])))
 		if err != nil {
 			return fmt.Errorf("dkg: sign shares: %w", err)
 		}
@@ -592,7 +592,7 @@ func (c *ceremony) checkDeal(i int, d *dealMsg) *complaint {
 	if len(d.CommitSig) == 0 || len(d.CommitSig) > maxPeerSigLen {
 		return &complaint{Dealer: i, Kind: complaintUnverifiable, Reason: "its commitments carry no signature"}
 	}
-	digest := commitDigest(c.session, i, d.Commitments, d.Pops)
+	digest := commitDigest(c.defHash, c.session, i, d.Commitments, d.Pops)
 	if ok, err := c.pubs[i-1].Verify(commitSigMsg(digest), d.CommitSig); err != nil || !ok {
 		return &complaint{Dealer: i, Kind: complaintUnverifiable, Reason: "its commitments are not signed by its p2p key"}
 	}
@@ -606,7 +606,7 @@ func (c *ceremony) checkDeal(i int, d *dealMsg) *complaint {
 	if len(d.Shares) != v*shareLen || len(d.SharesSig) == 0 || len(d.SharesSig) > maxPeerSigLen {
 		return &complaint{Dealer: i, Kind: complaintUnverifiable, Reason: fmt.Sprintf("sent %d bytes of shares, want %d", len(d.Shares), v*shareLen)}
 	}
-	if ok, err := c.pubs[i-1].Verify(sharesSigMsg(sharesDigest(c.session, i, c.self, d.Shares)), d.SharesSig); err != nil || !ok {
+	if ok, err := c.pubs[i-1].Verify(sharesSigMsg(sharesDigest(c.defHash, c.session, i, c.self, d.Shares)), d.SharesSig); err != nil || !ok {
 		return &complaint{Dealer: i, Kind: complaintUnverifiable, Reason: "its shares are not signed by its p2p key"}
 	}
 	if bad, reason := c.checkShares(i, c.self, d.Shares, c.recv[i-1]); bad >= 0 {
@@ -744,7 +744,7 @@ func (c *ceremony) evaluate() []Fault {
 			case cp.Kind == complaintShares && consistent[i] && c.commits[i-1] != nil:
 				// Judged against this operator's copy of the commitments, which the echoes
 				// showed to be everyone's.
-				ok, err := c.pubs[i-1].Verify(sharesSigMsg(sharesDigest(c.session, i, k, cp.Shares)), cp.SharesSig)
+				ok, err := c.pubs[i-1].Verify(sharesSigMsg(sharesDigest(c.defHash, c.session, i, k, cp.Shares)), cp.SharesSig)
 				if err != nil || !ok {
 					add(c.fault(k, "complained about operator %d's shares with evidence operator %d did not sign", i, i))
 					continue

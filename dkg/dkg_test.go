@@ -402,6 +402,7 @@ func checkAllBlame(t *testing.T, errs []error, culprit int, reason string) {
 
 func TestDKG_BadShareAbortsNamingDealer(t *testing.T) {
 	c := newTestCluster(t, 4, 3, 2)
+	defHash, _ := c.def.HashBytes()
 	trs := NewMemTransports(4)
 	const bad, victim = 2, 3
 	trs[bad-1] = &tamper{Transport: trs[bad-1], onSend: func(to int, msg []byte) []byte {
@@ -415,7 +416,7 @@ func TestDKG_BadShareAbortsNamingDealer(t *testing.T) {
 			_ = one.SetDecString("1")
 			s.Add(&one)
 			copy(d.Shares[shareLen:], s.Serialize())
-			d.SharesSig = sign(t, c.keys[bad-1], sharesSigMsg(sharesDigest(session, bad, to, d.Shares)))
+			d.SharesSig = sign(t, c.keys[bad-1], sharesSigMsg(sharesDigest(defHash, session, bad, to, d.Shares)))
 		})
 	}}
 	results, errs := runCeremony(t, c, trs, nil)
@@ -454,8 +455,8 @@ func TestDKG_EquivocatingDealerAbortsNamingIt(t *testing.T) {
 				_ = s.Set(poly, &id)
 				d.Shares = append(d.Shares, s.Serialize()...)
 			}
-			d.CommitSig = sign(t, c.keys[bad-1], commitSigMsg(commitDigest(session, bad, d.Commitments, d.Pops)))
-			d.SharesSig = sign(t, c.keys[bad-1], sharesSigMsg(sharesDigest(session, bad, to, d.Shares)))
+			d.CommitSig = sign(t, c.keys[bad-1], commitSigMsg(commitDigest(defHash, session, bad, d.Commitments, d.Pops)))
+			d.SharesSig = sign(t, c.keys[bad-1], sharesSigMsg(sharesDigest(defHash, session, bad, to, d.Shares)))
 		})
 	}}
 	_, errs := runCeremony(t, c, trs, nil)
@@ -467,12 +468,13 @@ func TestDKG_EquivocatingDealerAbortsNamingIt(t *testing.T) {
 // round blames it too.)
 func TestDKG_BadProofOfPossessionAborts(t *testing.T) {
 	c := newTestCluster(t, 4, 3, 2)
+	defHash, _ := c.def.HashBytes()
 	trs := NewMemTransports(4)
 	const bad = 4
 	trs[bad-1] = &tamper{Transport: trs[bad-1], onSend: func(to int, msg []byte) []byte {
 		return rewriteDeal(t, msg, func(session [32]byte, d *dealMsg) {
 			copy(d.Pops[:popLen], d.Pops[popLen:]) // validator 1's proof in validator 0's place
-			d.CommitSig = sign(t, c.keys[bad-1], commitSigMsg(commitDigest(session, bad, d.Commitments, d.Pops)))
+			d.CommitSig = sign(t, c.keys[bad-1], commitSigMsg(commitDigest(defHash, session, bad, d.Commitments, d.Pops)))
 		})
 	}}
 	_, errs := runCeremony(t, c, trs, nil)

@@ -226,9 +226,9 @@ func maxMessageSize(p params) int {
 	return 64<<10 + 2*max(deal, verify, p.v*partialLen)
 }
 
-// Domain-separated digests and messages. Each binds the session (which binds the definition
-// hash and every operator's nonce) and the dealer's index, so nothing signed in one ceremony, or
-// by one dealer, stands for another.
+// Domain-separated digests and messages. Each binds the definition hash, the session (a hash of
+// the definition hash and every operator's nonce of this run) and the dealer's index, so nothing
+// signed in one ceremony, one run of it, or by one dealer, stands for another.
 
 func be32(i int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(i)) }
 
@@ -244,9 +244,10 @@ func sessionID(defHash [32]byte, nonces [][]byte) [32]byte {
 	return out
 }
 
-func commitDigest(session [32]byte, dealer int, commitments, pops []byte) []byte {
+func commitDigest(defHash, session [32]byte, dealer int, commitments, pops []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte("dvmesh/dkg/v1/commitments"))
+	h.Write(defHash[:])
 	h.Write(session[:])
 	h.Write(be32(dealer))
 	h.Write(be32(len(commitments)))
@@ -259,9 +260,10 @@ func commitSigMsg(digest []byte) []byte {
 	return append([]byte("dvmesh/dkg/v1/commitments-signature:"), digest...)
 }
 
-func sharesDigest(session [32]byte, dealer, recipient int, shares []byte) []byte {
+func sharesDigest(defHash, session [32]byte, dealer, recipient int, shares []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte("dvmesh/dkg/v1/shares"))
+	h.Write(defHash[:])
 	h.Write(session[:])
 	h.Write(be32(dealer))
 	h.Write(be32(recipient))
