@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -41,9 +42,17 @@ type Lock struct {
 	// registrations: it comes from the lock only, because per-node settings that differ would
 	// make partial signatures that never combine.
 	Proposals *ProposalSettings `json:"proposals,omitempty"`
-	// Hash is the hex sha256 of the lock's canonical JSON with Hash empty; it catches corruption
-	// and hand edits.
+	// DefinitionHash is the hash of the cluster definition a DKG ceremony created this lock
+	// from; empty for locks made by a trusted dealer (create-cluster).
+	DefinitionHash string `json:"definition_hash,omitempty"`
+	// Hash is the hex sha256 of the lock's canonical JSON with Hash and OperatorSignatures empty;
+	// it catches corruption and hand edits.
 	Hash string `json:"lock_hash"`
+	// OperatorSignatures[i] is Operators[i]'s libp2p-key signature over the lock hash (see
+	// OperatorSignatureMessage), hex: each operator approved this exact lock. Set by a DKG
+	// ceremony; omitted (and not part of the hash) for locks made by create-cluster, so their
+	// hashes are the same as before this field existed.
+	OperatorSignatures []string `json:"operator_signatures,omitempty"`
 }
 
 // ProposalSettings are the cluster-wide proposal and builder settings.
@@ -83,10 +92,12 @@ type Validator struct {
 	PublicShares []string `json:"public_shares"`
 }
 
-// ComputeHash returns the lock hash over everything but the hash field.
+// ComputeHash returns the lock hash over everything but the hash and the operator signatures
+// (which sign the hash, so they cannot be part of it).
 func (l *Lock) ComputeHash() (string, error) {
 	c := *l
 	c.Hash = ""
+	c.OperatorSignatures = nil
 	b, err := json.Marshal(&c)
 	if err != nil {
 		return "", fmt.Errorf("encode lock: %w", err)
@@ -180,7 +191,75 @@ func (l *Lock) Validate() error {
 			return bad("validator %d (%s): %v", i, v.GroupPubkey, err)
 		}
 	}
+	// A DKG lock is only complete with every operator's approval; stripping the signatures
+	// would otherwise turn it into an unapproved lock that still names the ceremony.
+	if l.DefinitionHash != "" || len(l.OperatorSignatures) != 0 {
+		if err := l.VerifyOperatorSignatures(); err != nil {
+			return bad("%v", err)
+		}
+	}
 	return nil
+}
+
+// OperatorSignatureMessage is what an operator signs with its libp2p key to approve the lock
+// with the given hash. The domain prefix keeps a lock approval from being usable as any other
+// signature of the same key (a definition signature, a libp2p record).
+func OperatorSignatureMessage(lockHash string) []byte {
+	return append([]byte("dvmesh/lock-approval/v1:"), lockHash...)
+}
+
+// VerifyOperatorSignatures checks that every operator signed the lock's hash with the libp2p
+// key of its peer ID. The caller checks the hash itself (Validate does).
+func (l *Lock) VerifyOperatorSignatures() error {
+	if len(l.OperatorSignatures) != len(l.Operators) {
+		return fmt.Errorf("%d operator signatures for %d operators", len(l.OperatorSignatures), len(l.Operators))
+	}
+	for i, op := range l.Operators {
+		if err := VerifyPeerSignature(op.PeerID, OperatorSignatureMessage(l.Hash), l.OperatorSignatures[i]); err != nil {
+			return fmt.Errorf("operator %d (%s) signature over the lock hash: %w", i+1, op.PeerID, err)
+		}
+	}
+	return nil
+}
+
+// maxPeerSignatureLen bounds a libp2p signature (Ed25519: 64 bytes; other key types are larger).
+const maxPeerSignatureLen = 1024
+
+// VerifyPeerSignature checks a hex signature of msg by the libp2p key the peer ID embeds
+// (Ed25519 IDs, the kind dvmesh makes, contain their public key).
+func VerifyPeerSignature(peerID string, msg []byte, sigHex string) error {
+	id, err := peer.Decode(peerID)
+	if err != nil {
+		return fmt.Errorf("peer id %q: %w", peerID, err)
+	}
+	pub, err := id.ExtractPublicKey()
+	if err != nil {
+		return fmt.Errorf("peer id %s does not embed its public key: %w", peerID, err)
+	}
+	sig, err := hex.DecodeString(strings.TrimPrefix(sigHex, "0x"))
+	if err != nil {
+		return fmt.Errorf("signature: bad hex: %w", err)
+	}
+	if len(sig) == 0 || len(sig) > maxPeerSignatureLen {
+		return fmt.Errorf("signature: %d bytes", len(sig))
+	}
+	ok, err := pub.Verify(msg, sig)
+	if err != nil {
+		return fmt.Errorf("verify signature: %w", err)
+	}
+	if !ok {
+		return errors.New("signature does not verify")
+	}
+	return nil
+}
+
+// SignAsPeer signs msg with a libp2p key and returns the hex signature VerifyPeerSignature reads.
+func SignAsPeer(key crypto.PrivKey, msg []byte) (string, error) {
+	sig, err := key.Sign(msg)
+	if err != nil {
+		return "", fmt.Errorf("sign with p2p key: %w", err)
+	}
+	return "0x" + hex.EncodeToString(sig), nil
 }
 
 func (v *Validator) check(threshold, n int) error {
