@@ -770,7 +770,7 @@ func (c *ceremony) finishRound(ctx context.Context) (*Result, error) {
 	groups := make([]*bls.PublicKey, v)
 	pubShares := make([][]bls.PublicKey, v) // [v][k-1]
 	l := &lock.Lock{Version: lock.Version, Name: c.def.Name, Network: c.def.Network, GenesisForkVersion: c.def.GenesisForkVersion,
-		Threshold: t, DefinitionHash: c.def.DefinitionHash}
+		Threshold: t, DefinitionHash: c.def.DefinitionHash, Proposals: proposalSettings(c.def)}
 	if nc, err := network.ByName(c.def.Network); err == nil && nc.Public && fmt.Sprintf("%#x", nc.GenesisForkVersion[:]) == c.def.GenesisForkVersion {
 		l.GenesisValidatorsRoot = fmt.Sprintf("%#x", nc.GenesisValidatorsRoot[:])
 	}
@@ -1021,4 +1021,18 @@ func (c *ceremony) notifyAbort(ctx context.Context, faults []Fault) {
 		}()
 	}
 	wg.Wait()
+}
+
+// proposalSettings are the lock's proposal settings from the definition. The registration
+// timestamp is the definition's creation time, so that every node of the ceremony writes the
+// same lock (and every node later signs the identical registration).
+func proposalSettings(def *lock.Definition) *lock.ProposalSettings {
+	if def.FeeRecipient == "" {
+		return nil
+	}
+	ts := uint64(0)
+	if t, err := time.Parse(time.RFC3339, def.CreatedAt); err == nil {
+		ts = uint64(t.Unix())
+	}
+	return &lock.ProposalSettings{FeeRecipient: def.FeeRecipient, GasLimit: 60_000_000, RegistrationTimestamp: ts}
 }

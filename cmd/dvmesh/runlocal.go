@@ -47,6 +47,7 @@ type runLocalOpts struct {
 	readyTimeout   time.Duration
 	networkSize    uint64 // validators of the simulated network; 0: the cluster's only
 	builderBlocks  bool   // the simulated beacon node answers blinded (builder) blocks
+	dkg            bool   // create a missing cluster with a DKG among local processes
 }
 
 func newRunLocalCmd() *cobra.Command {
@@ -76,6 +77,7 @@ or missed duties beyond that budget.`,
 	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3620, "monitoring port of node 1; node i uses base+i-1")
 	f.IntVar(&o.adminBase, "admin-base-port", 3630, "admin port ('dvmesh exit --admin-addr') of node 1; node i uses base+i-1")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of the nodes")
+	f.BoolVar(&o.dkg, "dkg", false, "create a missing cluster with a distributed key generation among 4 local 'dvmesh dkg' processes (no process ever holds a validator key) instead of a trusted dealer")
 	f.BoolVar(&o.builderBlocks, "builder-blocks", false, "the simulated beacon node produces blinded blocks, as from an MEV relay (the demo cluster uses builders)")
 	f.DurationVar(&o.readyTimeout, "ready-timeout", 90*time.Second, "how long to wait for every node to be ready")
 	return cmd
@@ -117,7 +119,12 @@ type localNode struct {
 }
 
 func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
-	if _, err := os.Stat(o.clusterDir); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(o.clusterDir); errors.Is(err, os.ErrNotExist) && o.dkg {
+		if err := createClusterWithDKG(ctx, o.clusterDir, 4, 3, 2, "0x10000000", 3610); err != nil {
+			return fmt.Errorf("create cluster with a DKG: %w", err)
+		}
+		fmt.Fprintf(out, "No cluster at %s: created one with a DKG among 4 local processes (4 nodes, threshold 3, 2 validators)\n", o.clusterDir)
+	} else if errors.Is(err, os.ErrNotExist) {
 		// A fresh machine: make the demo cluster instead of failing.
 		if _, err := node.CreateCluster(node.CreateOptions{Name: "dvmesh-local", Nodes: 4, Threshold: 3, Validators: 2,
 			OutDir: o.clusterDir, Host: "127.0.0.1", BasePort: 3610, Network: "devnet", GenesisForkVersion: "0x10000000",
