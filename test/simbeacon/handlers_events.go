@@ -14,7 +14,8 @@ import (
 const headDelayFraction = 20
 
 // supportedTopics are the event topics a client may subscribe to. head, block and
-// finalized_checkpoint are emitted; chain_reorg is accepted but never happens on this chain.
+// finalized_checkpoint are emitted; chain_reorg is accepted but never sent: blocks never change on
+// this chain (Reorg changes only dependent roots and duties, which head events carry).
 var supportedTopics = map[string]bool{"head": true, "block": true, "finalized_checkpoint": true, "chain_reorg": true}
 
 // handleEvents serves GET /eth/v1/events?topics=... as server-sent events. For every slot from the

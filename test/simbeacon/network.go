@@ -43,6 +43,14 @@ import (
 //     validator several seats when there are fewer than 512 validators).
 //
 // Slot 0 has no proposer (it holds the genesis block).
+//
+// SYNC_COMMITTEE_SIZE is the mainnet preset's 512 (4 subcommittees of 128) whatever the network
+// size, not a smaller preset for tiny networks: go-eth2-client's static SSZ types (the
+// SyncAggregate's Bitvector512 in every block, the contribution's Bitvector128) have the mainnet
+// sizes, and a client without custom-spec support, like dvmesh's, would encode other sizes wrongly.
+// A tiny network fills the 512 seats by repetition instead, as the spec's committee selection does
+// when there are fewer than 512 validators; a validator with several seats in a subcommittee has a
+// bit for each in contributions, and its signature counts once per bit.
 
 // smallNetwork is the largest network size whose proposals and sync seats go to the configured
 // validators only: SYNC_COMMITTEE_SIZE.

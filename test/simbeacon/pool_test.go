@@ -88,6 +88,14 @@ func TestCorrectAttestationCountsOnce(t *testing.T) {
 	if st.Totals.Wrong != 0 || st.Totals.Correct != 1 || st.Totals.Missing != expected-1 || !st.Started || st.CurrentSlot != slot+1 {
 		t.Errorf("totals %+v (current slot %d), want 1 correct of %d ended", st.Totals, st.CurrentSlot, expected)
 	}
+	// The per-type view counts the same: 3 submissions of one valid duty.
+	want2 := DutyCounts{Expected: st.Totals.Expected, Submitted: 3, Valid: 1, Missed: st.Totals.Missing}
+	if got := st.Duties[DutyAttester]; got != want2 {
+		t.Errorf("attester duty counts %+v, want %+v", got, want2)
+	}
+	if got := st.ValidatorDuties[duty.ValidatorIndex][DutyAttester]; got.Valid != 1 || got.Submitted != 3 || got.Missed != 1 || got.Expected != 2 {
+		t.Errorf("validator %d attester counts %+v, want 1 valid of 2 (epoch 0 missed)", duty.ValidatorIndex, got)
+	}
 }
 
 func TestWrongSignatureCountsWrongAnd400(t *testing.T) {

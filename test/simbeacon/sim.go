@@ -1,14 +1,29 @@
 // Package simbeacon is a simulated beacon node for tests and local clusters: an HTTP server that
 // speaks the subset of the standard Beacon API that dvmesh nodes (through go-eth2-client) use, on a
-// chain with short slots that runs on Fulu from genesis.
+// chain with short slots that runs on Fulu from genesis (every fork at epoch 0, each with its own
+// version).
 //
 // The chain is synthetic and fully deterministic given its configuration: every slot has a block
-// whose root is sha256("block" || slot), every validator is active with 32 ETH, every validator has
-// exactly one attester duty per epoch in a single committee per slot, and justification and
-// finality trail the head by one and two epochs. What the simulator adds over a mock is judgement:
-// every submitted attestation is checked against the data the simulator serves and its signature is
-// verified against the real signing root, and the outcome is counted per slot as correct, wrong,
-// late or missing (see Stats).
+// whose root is sha256("block" || slot), every validator is active with 32 ETH, and justification
+// and finality trail the head by one and two epochs. The network has Config.NetworkSize
+// validators, the configured ones first and the rest virtual (see network.go): attester committees,
+// aggregator odds, proposers and sync committees are those of a network of that size, computed per
+// epoch on demand, so a network of millions costs no more memory than a small one.
+//
+// Served duties: attester, proposer and sync committee duties (with dependent roots; Reorg changes
+// them and reshuffles), attestation data and the attestation pool, aggregate attestations built
+// from the attestations received and aggregate and proofs, v3 block production (full or blinded,
+// see Config.BuilderBlocks) and signed block submission, sync committee messages, contributions
+// built from the messages received and contribution and proofs, committee subscriptions, proposer
+// preparations, builder registrations, voluntary exits, liveness, and head events.
+//
+// What the simulator adds over a mock is judgement: every submitted signature of every type is
+// verified against the real signing root, with the domain computed from the spec's formula and the
+// chain's own fork schedule (the Capella version for exits, per EIP-7044; the builder domain with
+// the genesis version and a zero root for registrations), and every submission is checked against
+// what the simulator served and assigned. Refusals get the status the Beacon API gives (400, with
+// the indexed failure list for array submissions). The outcomes are counted per slot for
+// attestations (Stats.Slots) and per duty type and validator for every duty (Stats.Duties).
 //
 // The simulator starts no goroutines of its own; event streams run on their request's goroutine and
 // end when the client disconnects or Close is called.

@@ -2,7 +2,9 @@ package simbeacon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -72,17 +74,16 @@ func newEnvWith(t *testing.T, at time.Duration, tweak func(*Config)) *env {
 	keys := make([]*bls.SecretKey, testValidators)
 	pks := make([]phase0.BLSPubKey, testValidators)
 	for i := range keys {
-		var sk bls.SecretKey
-		sk.SetByCSPRNG()
-		keys[i] = &sk
-		copy(pks[i][:], sk.GetPublicKey().Serialize())
+		keys[i] = testKey(t, i)
+		copy(pks[i][:], keys[i].GetPublicKey().Serialize())
 	}
 	clk := &fakeClock{t: testGenesis.Add(at)}
 	cfg := Config{
-		SlotDuration:  testSlot,
-		SlotsPerEpoch: testSlotsPerEpoch,
-		Validators:    pks,
-		Now:           clk.Now,
+		SlotDuration:          testSlot,
+		SlotsPerEpoch:         testSlotsPerEpoch,
+		Validators:            pks,
+		Now:                   clk.Now,
+		GenesisValidatorsRoot: testGVR,
 	}
 	if tweak != nil {
 		tweak(&cfg)
@@ -98,6 +99,21 @@ func newEnvWith(t *testing.T, at time.Duration, tweak func(*Config)) *env {
 		srv.Close()
 	})
 	return &env{sim: sim, srv: srv, client: newClient(t, srv.URL), keys: keys, clock: clk}
+}
+
+// testGVR is the genesis validators root of the test environments: with deterministic keys it
+// makes every signature, hence every selection proof and aggregator verdict, reproducible.
+var testGVR = phase0.Root{0x6e, 0x76, 0x72}
+
+// testKey is the deterministic secret key of test validator i.
+func testKey(t *testing.T, i int) *bls.SecretKey {
+	t.Helper()
+	seed := sha256.Sum256([]byte(fmt.Sprintf("dvmesh simbeacon test key %d", i)))
+	var sk bls.SecretKey
+	if err := sk.SetLittleEndianMod(seed[:]); err != nil {
+		t.Fatal(err)
+	}
+	return &sk
 }
 
 // newClient connects a go-eth2-client to url; it is closed when the test ends.
