@@ -72,6 +72,9 @@ func TestCluster_ExitNeedsThresholdConsent(t *testing.T) {
 	if st, code := exitCall(t, c.admin[3], http.MethodGet, nil, pkHex); code != http.StatusOK || len(st.Partials) != 2 || len(st.SignedExit) != 0 {
 		t.Fatalf("node 4 view: status %d, %+v", code, st)
 	}
+	if ex := c.sim.Stats().Duties["exit"]; ex.Submitted != 0 {
+		t.Fatalf("an exit reached the beacon node with two of three consents: %+v", ex)
+	}
 	st, code = exitCall(t, c.admin[2], http.MethodPost, &node.ExitRequest{Validator: pkHex, Epoch: &epoch, Submit: true}, "")
 	if code != http.StatusOK || len(st.SignedExit) == 0 {
 		t.Fatalf("third consent: status %d, %+v", code, st)
@@ -94,5 +97,12 @@ func TestCluster_ExitNeedsThresholdConsent(t *testing.T) {
 	}
 	if signed.Message.Epoch != 0 || signed.Message.ValidatorIndex != 0 {
 		t.Fatalf("exit message %+v", signed.Message)
+	}
+	// The consenting nodes submitted it, and the simulated beacon node verified it.
+	if !st.Submitted {
+		t.Fatalf("not submitted: %+v", st)
+	}
+	if ex := c.sim.Stats().Duties["exit"]; ex.Valid != 1 || ex.Invalid != 0 {
+		t.Fatalf("beacon node's exit verdicts: %+v", ex)
 	}
 }
