@@ -22,6 +22,7 @@ import (
 
 	"github.com/dvmesh/dvmesh/lock"
 	"github.com/dvmesh/dvmesh/node"
+	"github.com/dvmesh/dvmesh/signing"
 	"github.com/dvmesh/dvmesh/slashingdb"
 	"github.com/dvmesh/dvmesh/test/simbeacon"
 )
@@ -71,13 +72,23 @@ func freeAddrs(t *testing.T, n int) []string {
 
 // newCluster creates a 3-of-4 cluster with the given number of validators and a simulated
 // beacon node (genesis not yet set).
+//
+// The simulated network has focusNetworkSize validators, so that the cluster's few validators
+// attest every epoch but rarely propose, aggregate or sit in the sync committee: the tests that
+// use it are about the attestation path and its faults, and stay light under -race on two cores.
+// TestCluster_EveryDutyLands uses a network of the cluster's validators only (every duty type).
 func newCluster(t *testing.T, validators int) *cluster {
-	return newClusterBuilder(t, validators, false)
+	return newClusterNet(t, validators, false, focusNetworkSize)
 }
 
-// newClusterBuilder is newCluster with the lock's builder setting and the simulated beacon
-// node's blinded (builder) blocks both set to builder.
-func newClusterBuilder(t *testing.T, validators int, builder bool) *cluster {
+// focusNetworkSize: with 200,000 validators a committee has about 780 members (aggregator odds
+// 1/48), the sync committee 512 seats and a slot one proposer.
+const focusNetworkSize = 200_000
+
+// newClusterNet is newCluster with the lock's builder setting and the simulated beacon node's
+// blinded (builder) blocks both set to builder, on a network of networkSize validators (0: the
+// cluster's only).
+func newClusterNet(t *testing.T, validators int, builder bool, networkSize uint64) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	var p2pAddrs []string
@@ -87,7 +98,7 @@ func newClusterBuilder(t *testing.T, validators int, builder bool) *cluster {
 	}
 	l, err := node.CreateCluster(node.CreateOptions{
 		Name: "test", Nodes: 4, Threshold: 3, Validators: validators, OutDir: filepath.Join(dir, "cluster"),
-		P2PAddrs: p2pAddrs, Network: "devnet", GenesisForkVersion: "0x10000000",
+		P2PAddrs: p2pAddrs, Network: "devnet", GenesisForkVersion: "0x10000000", KDF: signing.KDFInsecure,
 		Proposals: &lock.ProposalSettings{FeeRecipient: testFeeRecipient, GasLimit: 60_000_000, RegistrationTimestamp: 1700000000,
 			Builder: builder, BuilderBoostFactor: 100},
 	})
@@ -96,7 +107,7 @@ func newClusterBuilder(t *testing.T, validators int, builder bool) *cluster {
 	}
 	vals := l.GroupPubkeys()
 	sim, err := simbeacon.New(simbeacon.Config{SlotDuration: testSlot, SlotsPerEpoch: testSlotsPerEpoch, Validators: vals,
-		GenesisForkVersion: phase0.Version{0x10}, BuilderBlocks: builder})
+		GenesisForkVersion: phase0.Version{0x10}, BuilderBlocks: builder, NetworkSize: networkSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +245,7 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster for ~25 s")
 	}
-	c := newClusterBuilder(t, 4, true) // blinded blocks: the process-level run-local test covers full ones
+	c := newClusterNet(t, 4, true, 0) // blinded blocks: the process-level run-local test covers full ones
 	c.start(nil)
 	genesis := c.waitReadyAndStart()
 	const epochs = 3

@@ -175,7 +175,7 @@ func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
 	}
 	scrapeRefusals(nodes)
 	stopNodes(nodes)
-	return report(out, sim.Stats(), nodes, o, leaderLosses)
+	return report(out, sim.Stats(), nodes, o, leaderLosses, len(l.Validators))
 }
 
 func startSim(l *lock.Lock, o runLocalOpts) (*simbeacon.Sim, string, func(), error) {
@@ -414,7 +414,7 @@ func printEpoch(out io.Writer, st simbeacon.Stats, epoch, spe uint64) {
 	fmt.Fprintf(out, "epoch %d: %d/%d attestations correct, %d wrong, %d missed\n", epoch, c.Correct, c.Expected, c.Wrong, c.Missing)
 }
 
-func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpts, leaderLosses int) error {
+func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpts, leaderLosses, validators int) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "epoch\texpected\tcorrect\twrong\tlate\tmissed\t")
 	var maxPerSlot uint64
@@ -455,7 +455,8 @@ func report(out io.Writer, st simbeacon.Stats, nodes []*localNode, o runLocalOpt
 
 	budget := uint64(leaderLosses) * maxPerSlot
 	fmt.Fprintf(out, "missed attestations: %d (fault budget: %d = %d leader loss(es) x %d duties per slot)\n", total.Missing, budget, leaderLosses, maxPerSlot)
-	failures := dutyTable(out, st, uint64(leaderLosses)*uint64(len(nodes)))
+	// A leader loss may cost one slot's duties of each type: at most one per validator.
+	failures := dutyTable(out, st, uint64(leaderLosses)*uint64(validators))
 	for _, n := range nodes {
 		var cpu time.Duration
 		if ps := n.cmd.ProcessState; ps != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/dvmesh/dvmesh/signing"
 	"math/rand/v2"
 	"net"
 	"os/exec"
@@ -60,14 +61,16 @@ func TestRunLocal_KillLeader(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cluster := filepath.Join(dir, "cluster")
-	base := freePortBlock(t, 8)
+	base := freePortBlock(t, 12)
 	out, err := exec.Command(bin, "create-cluster", "--nodes", "4", "--threshold", "3", "--validators", "3",
-		"--out", cluster, "--p2p-base-port", fmt.Sprint(base)).CombinedOutput()
+		"--out", cluster, "--p2p-base-port", fmt.Sprint(base), "--fee-recipient", localFeeRecipient,
+		"--keystore-kdf", signing.KDFInsecure).CombinedOutput()
 	if err != nil {
 		t.Fatalf("create-cluster: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "run-local", "--cluster", cluster, "--slots", "16", "--slot-duration", "2s",
-		"--slots-per-epoch", "4", "--kill", "leader@6", "--monitoring-base-port", fmt.Sprint(base+4))
+		"--slots-per-epoch", "4", "--kill", "leader@6", "--monitoring-base-port", fmt.Sprint(base+4),
+		"--admin-base-port", fmt.Sprint(base+8))
 	out, err = cmd.CombinedOutput()
 	t.Logf("run-local output:\n%s", out)
 	if err != nil {
