@@ -67,6 +67,18 @@ const (
 	maliciousHonestFrom = 10
 )
 
+// timingErrorf reports a failure of a check that depends on the duties keeping to their slots
+// (honest duties performed in time): an error, but under the race detector, which makes them
+// miss their slots, only a log line. Checks of what must never happen are errors always.
+func timingErrorf(t *testing.T, format string, a ...any) {
+	t.Helper()
+	if maliciousRaceBuild {
+		t.Logf("not asserted under -race: "+format, a...)
+		return
+	}
+	t.Errorf(format, a...)
+}
+
 func lieAt(typ string, slot phase0.Slot) (lie, bool) {
 	l, ok := maliciousSchedule[typ][slot]
 	return l, ok
@@ -313,19 +325,26 @@ func TestCluster_MaliciousLeaderPerDutyType(t *testing.T) {
 	for typ, want := range wantMissed {
 		d := st.Duties[typ]
 		t.Logf("%s: %+v", typ, d)
-		if d.Missed != want {
-			t.Errorf("%s: %d duties missed, want %d (the lying slots'): %+v", typ, d.Missed, want, d)
+		switch {
+		case d.Missed < want:
+			t.Errorf("%s: %d duties missed, but the %d lying ones cannot have been performed: %+v", typ, d.Missed, want, d)
+		case d.Missed != want:
+			timingErrorf(t, "%s: %d duties missed, want %d (the lying slots'): %+v", typ, d.Missed, want, d)
 		}
 	}
 	for slot := phase0.Slot(1); slot < maliciousSlots; slot++ {
 		_, proposed := c.sim.ProposedBlock(slot)
-		if _, lying := lieAt("proposer", slot); proposed == lying {
-			t.Errorf("slot %d: the beacon node got a valid block: %v, want %v (lying leader: %v)", slot, proposed, !lying, lying)
+		_, lying := lieAt("proposer", slot)
+		switch {
+		case lying && proposed:
+			t.Errorf("slot %d: the beacon node got a valid block, though the decided block lied", slot)
+		case !lying && !proposed:
+			timingErrorf(t, "slot %d: no valid block at an honest slot", slot)
 		}
 	}
 	for e := uint64(0); e < maliciousSlots/testSlotsPerEpoch; e++ {
 		if got := epochCounts(st, e); got.Expected != 4 || got.Correct != 4 {
-			t.Errorf("epoch %d: %d of %d attestations correct", e, got.Correct, got.Expected)
+			timingErrorf(t, "epoch %d: %d of %d attestations correct", e, got.Correct, got.Expected)
 		}
 	}
 
@@ -338,7 +357,7 @@ func TestCluster_MaliciousLeaderPerDutyType(t *testing.T) {
 		}
 		for slot := phase0.Slot(maliciousHonestFrom); slot < maliciousSlots; slot++ {
 			if typ != "sync_contribution" && book.count(book.submitted, typ, slot) == 0 {
-				t.Errorf("%s at slot %d, after the lies: nothing submitted", typ, slot)
+				timingErrorf(t, "%s at slot %d, after the lies: nothing submitted", typ, slot)
 			}
 		}
 	}
@@ -360,7 +379,7 @@ func TestCluster_MaliciousLeaderPerDutyType(t *testing.T) {
 	}
 	for slot := phase0.Slot(1); slot < maliciousSlots; slot++ {
 		if _, proposed := c.sim.ProposedBlock(slot); proposed && recorded[slot] < 3 {
-			t.Errorf("slot %d: the proposed block is recorded in %d slashing DBs, want at least 3", slot, recorded[slot])
+			t.Errorf("slot %d: the proposed block is recorded in %d slashing DBs, want at least 3 (each records before it signs)", slot, recorded[slot])
 		}
 	}
 }
@@ -388,7 +407,8 @@ func checkMaliciousRecords(t *testing.T, recs []node.DutyRecord, book *submissio
 	// A lie told (fetched by some node) is decided and must be refused by every node; one that no
 	// node fetched (a slot without contribution aggregators, or a fetch that failed) decides
 	// nothing, and must not succeed either. Each lie must be tested at one slot at least.
-	caught := map[lie]bool{}
+	caught := map[lie]bool{}  // refused at validation by every node that has the duty, at some slot
+	refused := map[lie]bool{} // refused at validation by some node, at some slot
 	for typ, bySlot := range maliciousSchedule {
 		for slot, l := range bySlot {
 			got := byDuty[dk{typ, slot}]
@@ -411,10 +431,21 @@ func checkMaliciousRecords(t *testing.T, recs []node.DutyRecord, book *submissio
 				t.Logf("%s at slot %d: records of %d nodes (the others' selection proofs did not combine in time)", typ, slot, len(got))
 			}
 			if !ok {
-				t.Errorf("%s at slot %d (%s): records of %d nodes, want 4", typ, slot, l.name, len(got))
+				timingErrorf(t, "%s at slot %d (%s): records of %d nodes, want 4", typ, slot, l.name, len(got))
 			}
 			for _, r := range got {
-				if r.Result != "failed" || r.Reason != node.ReasonInvalidDecided || r.FailedStep != node.StepValidate || !strings.Contains(r.Detail, l.detail) {
+				refusedIt := r.Result == "failed" && r.Reason == node.ReasonInvalidDecided && r.FailedStep == node.StepValidate && strings.Contains(r.Detail, l.detail)
+				// A node that never got the decided value (its deadline passed first) did not
+				// refuse it, but did not act on it either: only a timing failure.
+				undecided := r.Result == "failed" && r.Submitted == 0 && (r.FailedStep == node.StepFetch || r.FailedStep == node.StepConsensus)
+				switch {
+				case refusedIt:
+					refused[l] = true
+				case undecided:
+					ok = false
+					timingErrorf(t, "%s at slot %d (%s), node %d: %s at %s (%s) before validation, want failed/invalid_decided at validate",
+						typ, slot, l.name, r.Node, r.Reason, r.FailedStep, r.Detail)
+				default:
 					ok = false
 					t.Errorf("%s at slot %d (%s), node %d: %s/%s at %s (%s), want failed/invalid_decided at validate naming %q",
 						typ, slot, l.name, r.Node, r.Result, r.Reason, r.FailedStep, r.Detail, l.detail)
@@ -424,8 +455,11 @@ func checkMaliciousRecords(t *testing.T, recs []node.DutyRecord, book *submissio
 		}
 	}
 	for _, l := range []lie{lieFeeRecipient, lieRandao, lieProposerIndex, lieAggregateData, lieCommitteeBit, lieUnknownHead, lieContribRoot} {
-		if !caught[l] {
-			t.Errorf("lie %q: never told and refused by every node at validation", l.name)
+		switch {
+		case !refused[l]:
+			t.Errorf("lie %q: never told and refused at validation", l.name)
+		case !caught[l]:
+			timingErrorf(t, "lie %q: never told and refused by every node at validation", l.name)
 		}
 	}
 	// Every other duty was performed by the cluster (one node's submission is enough: a node may
@@ -461,14 +495,14 @@ func checkMaliciousRecords(t *testing.T, recs []node.DutyRecord, book *submissio
 		}
 		if !succeeded {
 			for _, r := range rs {
-				t.Errorf("%s at slot %d, node %d: %s/%s at %s (%s), want a success on some node", k.typ, k.slot, r.Node, r.Result, r.Reason, r.FailedStep, r.Detail)
+				timingErrorf(t, "%s at slot %d, node %d: %s/%s at %s (%s), want a success on some node", k.typ, k.slot, r.Node, r.Result, r.Reason, r.FailedStep, r.Detail)
 			}
 		}
 	}
 	for _, typ := range []string{"attester", "proposer", "sync_message"} {
 		for slot := phase0.Slot(maliciousHonestFrom); slot < maliciousSlots; slot++ {
 			if len(byDuty[dk{typ, slot}]) != 4 {
-				t.Errorf("%s at slot %d, after the lies: records of %d nodes, want 4", typ, slot, len(byDuty[dk{typ, slot}]))
+				timingErrorf(t, "%s at slot %d, after the lies: records of %d nodes, want 4", typ, slot, len(byDuty[dk{typ, slot}]))
 			}
 		}
 	}
