@@ -326,7 +326,7 @@ func (n *Node) agree(ctx context.Context, d *dutyExec, value []byte, fetchErr er
 	if fetchErr != nil {
 		d.log.Info("Own value not fetched; following the cluster's decision", "err", fetchErr)
 		if decided, err = n.cons.Await(ctx, duty); err != nil {
-			d.fail(StepFetch, failureReason(fetchErr), errors.Join(fetchErr, err))
+			d.fail(StepFetch, beaconReason(fetchErr), errors.Join(fetchErr, err))
 			return nil, false
 		}
 	} else {
