@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -264,13 +266,17 @@ func TestContributions_EncodeDecodeAndValidate(t *testing.T) {
 		"other root":     {mk(9, 0, phase0.Root{1}), mk(9, 3, root)},
 		"other sub":      {mk(9, 1, root), mk(9, 3, root)},
 		"repeated sub":   {mk(9, 0, root), mk(9, 0, root)},
-		"missing sub":    {mk(9, 0, root)},
+		"none":           {},
 		"unexpected sub": {mk(9, 0, root), mk(9, 3, root), mk(9, 2, root)},
 	}
 	for name, cs := range bad {
 		if err := validateContributions(cs, 9, root, subs); !errors.Is(err, ErrInvalidDecided) {
 			t.Errorf("%s accepted (%v)", name, err)
 		}
+	}
+	// A subcommittee the beacon node had no messages for is left out (Prysm answers 404).
+	if err := validateContributions([]*altair.SyncCommitteeContribution{mk(9, 3, root)}, 9, root, subs); err != nil {
+		t.Errorf("contributions without an empty subcommittee refused: %v", err)
 	}
 	if _, err := decodeContributions([]byte{0, 0, 0, 5, 1}); !errors.Is(err, ErrInvalidDecided) {
 		t.Error("truncated contributions decoded")
@@ -287,5 +293,46 @@ func TestKnownDutyType(t *testing.T) {
 		if knownDutyType(bad) {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// contribBeacon answers contributions for the subcommittees in have and, like Prysm, 404 ("No
+// subcommittee messages found") for the others, wrapped as MultiBeacon wraps a node's error.
+type contribBeacon struct {
+	Beacon
+	have map[uint64]bool
+}
+
+func (b contribBeacon) SyncCommitteeContribution(_ context.Context, slot phase0.Slot, sub uint64, root phase0.Root) (*altair.SyncCommitteeContribution, error) {
+	if !b.have[sub] {
+		err := &api.Error{Method: "GET", Endpoint: "/eth/v1/validator/sync_committee_contribution", StatusCode: 404,
+			Data: []byte(`{"message":"No subcommittee messages found","code":404}`)}
+		return nil, fmt.Errorf("sync committee contribution: %w", errors.Join(fmt.Errorf("http://bn: %w", err)))
+	}
+	return &altair.SyncCommitteeContribution{Slot: slot, SubcommitteeIndex: sub, BeaconBlockRoot: root, AggregationBits: bitfield.NewBitvector128()}, nil
+}
+
+// On a real chain a subcommittee's pool can be empty when the contributions are fetched (seen on
+// a Prysm devnet): that subcommittee's aggregators sit out, the others still aggregate.
+func TestFetchContributions_SkipsSubcommitteesWithoutMessages(t *testing.T) {
+	root := phase0.Root{7}
+	n := &Node{beacon: contribBeacon{have: map[uint64]bool{1: true}}}
+	b, err := n.fetchContributions(context.Background(), 9, root, []uint64{0, 1, 2})
+	if err != nil {
+		t.Fatalf("one empty subcommittee failed the whole duty: %v", err)
+	}
+	got, err := decodeContributions(b)
+	if err != nil || len(got) != 1 || got[0].SubcommitteeIndex != 1 {
+		t.Fatalf("contributions %v %v, want subcommittee 1's only", got, err)
+	}
+	if err := validateContributions(got, 9, root, map[uint64]bool{0: true, 1: true, 2: true}); err != nil {
+		t.Fatalf("decided subset refused: %v", err)
+	}
+	n.beacon = contribBeacon{}
+	if _, err := n.fetchContributions(context.Background(), 9, root, []uint64{0, 2}); err == nil {
+		t.Fatal("no contribution at all was not an error")
+	}
+	if isNotFound(errors.New("404")) || !isNotFound(fmt.Errorf("x: %w", &api.Error{StatusCode: 404})) || isNotFound(&api.Error{StatusCode: 500}) {
+		t.Fatal("isNotFound misjudges")
 	}
 }
