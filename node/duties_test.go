@@ -228,12 +228,16 @@ func TestAggregates_EncodeDecodeAndValidate(t *testing.T) {
 		"other committee":    {testAggregate(3, 10, data), testAggregate(5, 12, data)},
 		"repeated committee": {testAggregate(2, 10, data), testAggregate(2, 10, data)},
 		"wrong bits length":  {testAggregate(2, 11, data), testAggregate(5, 12, data)},
-		"missing committee":  {testAggregate(2, 10, data)},
+		"none":               {},
 	}
 	for name, aggs := range bad {
 		if err := validateAggregates(aggs, root, committees); !errors.Is(err, ErrInvalidDecided) {
 			t.Errorf("%s accepted (%v)", name, err)
 		}
+	}
+	// A committee the beacon node had no attestations for is left out (Prysm answers 404).
+	if err := validateAggregates([]*electra.Attestation{testAggregate(2, 10, data)}, root, committees); err != nil {
+		t.Errorf("aggregates without an empty committee refused: %v", err)
 	}
 	two := testAggregate(2, 10, data)
 	two.CommitteeBits.SetBitAt(5, true)
@@ -334,5 +338,43 @@ func TestFetchContributions_SkipsSubcommitteesWithoutMessages(t *testing.T) {
 	}
 	if isNotFound(errors.New("404")) || !isNotFound(fmt.Errorf("x: %w", &api.Error{StatusCode: 404})) || isNotFound(&api.Error{StatusCode: 500}) {
 		t.Fatal("isNotFound misjudges")
+	}
+}
+
+// aggBeacon answers aggregates for the committees in have and, like Prysm, 404 ("No matching
+// attestations found") for the others.
+type aggBeacon struct {
+	Beacon
+	have map[phase0.CommitteeIndex]bool
+	data *phase0.AttestationData
+}
+
+func (b aggBeacon) AggregateAttestation(_ context.Context, _ phase0.Slot, _ phase0.Root, ci phase0.CommitteeIndex) (*spec.VersionedAttestation, error) {
+	if !b.have[ci] {
+		return nil, fmt.Errorf("aggregate attestation: %w", &api.Error{StatusCode: 404, Data: []byte(`{"message":"No matching attestations found","code":404}`)})
+	}
+	return &spec.VersionedAttestation{Version: spec.DataVersionElectra, Electra: testAggregate(uint64(ci), 10, b.data)}, nil
+}
+
+// On a real chain one committee's attestations can be missing from the pool at aggregation
+// time (seen on a Prysm devnet): that committee's aggregators sit out, the others aggregate.
+func TestFetchAggregates_SkipsCommitteesWithoutAttestations(t *testing.T) {
+	data := &phase0.AttestationData{Slot: 5, BeaconBlockRoot: phase0.Root{1}, Source: &phase0.Checkpoint{}, Target: &phase0.Checkpoint{Epoch: 1}}
+	root, _ := data.HashTreeRoot()
+	n := &Node{beacon: aggBeacon{have: map[phase0.CommitteeIndex]bool{5: true}, data: data}}
+	b, err := n.fetchAggregates(context.Background(), 5, root, []phase0.CommitteeIndex{2, 5})
+	if err != nil {
+		t.Fatalf("one empty committee failed the whole duty: %v", err)
+	}
+	_, got, err := decodeAggregates(b)
+	if err != nil || len(got) != 1 || committeeOf(got[0]) != 5 {
+		t.Fatalf("aggregates %v %v, want committee 5's only", got, err)
+	}
+	if err := validateAggregates(got, root, map[phase0.CommitteeIndex]uint64{2: 10, 5: 10}); err != nil {
+		t.Fatalf("decided subset refused: %v", err)
+	}
+	n.beacon = aggBeacon{data: data}
+	if _, err := n.fetchAggregates(context.Background(), 5, root, []phase0.CommitteeIndex{2}); err == nil {
+		t.Fatal("no aggregate at all was not an error")
 	}
 }
