@@ -53,6 +53,7 @@ type options struct {
 	keep           bool
 	requireClients bool
 	genesisDelay   time.Duration
+	secondsPerSlot int
 }
 
 func main() {
@@ -67,6 +68,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the chain data of the run (logs, cluster and slashing exports are always kept)")
 	flag.BoolVar(&o.requireClients, "require-clients", false, "exit 3 instead of skipping when the clients cannot be built")
 	flag.DurationVar(&o.genesisDelay, "genesis-delay", 40*time.Second, "time from writing the genesis to slot 0 (dvmesh starts within it)")
+	flag.IntVar(&o.secondsPerSlot, "seconds-per-slot", 2, "SECONDS_PER_SLOT of the devnet")
 	flag.Parse()
 	if o.epochs == 0 {
 		o.epochs = map[bool]int{false: 9, true: 12}[o.short]
@@ -120,7 +122,7 @@ func run(ctx context.Context, o options) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	spe, sps, fork := 32, 2, "fulu"
+	spe, sps, fork := 32, o.secondsPerSlot, "fulu"
 	if o.short {
 		spe, fork = 8, "electra"
 	}
@@ -193,7 +195,7 @@ func run(ctx context.Context, o options) (int, error) {
 			return 1, errors.New(msg)
 		}
 		for _, n := range nodes {
-			if _, ok := readyBy[n.index]; !ok && getMon(n.monitoring, "/readyz", new(any)) == nil {
+			if st, err := n.status(); err == nil && st.Ready && readyBy[n.index] == 0 {
 				readyBy[n.index] = time.Until(d.genesis)
 			}
 			if !n.p.alive() {
@@ -257,6 +259,7 @@ func run(ctx context.Context, o options) (int, error) {
 	var recMu sync.Mutex
 	lastMetrics := map[int]map[string]float64{}
 	killed := (*dnode)(nil)
+	var pendingLive []uint64
 	leaderLossSlots := map[uint64]bool{}
 	endSlot := uint64(o.epochs*spe - 1)
 	for slot := uint64(1); slot <= endSlot; slot++ {
@@ -295,6 +298,7 @@ func run(ctx context.Context, o options) (int, error) {
 			if err := killed.start(); err != nil {
 				return 1, err
 			}
+			lastMetrics[killed.index] = map[string]float64{} // a fresh process counts from zero
 			row.events = append(row.events, fmt.Sprintf("node %d restarted @%d", killed.index, slot))
 			logf("FAULT: restarted node %d on its data dir at slot %d (epoch %d)", killed.index, slot, epoch)
 		}
@@ -302,32 +306,27 @@ func run(ctx context.Context, o options) (int, error) {
 		if slot%uint64(max(1, spe/2)) == 0 {
 			collectRecords(nodes, records, &recMu)
 		}
+		// Liveness of an ended epoch, asked as the previous epoch; Prysm measures "previous" from
+		// its head state, so after empty slots it may still call it the future: retry next slot.
+		var stillPending []uint64
+		for _, e := range pendingLive {
+			if err := fillLiveness(a, rows[e], e, dvIDs, prysmIDs); err != nil {
+				if slot/uint64(spe) > e+2 {
+					fail("liveness of epoch %d: %v", e, err)
+				} else {
+					stillPending = append(stillPending, e)
+				}
+			}
+		}
+		pendingLive = stillPending
 		// Last slot of the epoch: finality, liveness of the previous epoch, metrics deltas.
 		if slot%uint64(spe) == uint64(spe-1) {
 			row.justified, row.finalized, _ = a.finality()
 			if epoch >= 1 {
-				prev := rows[epoch-1]
-				lv, err := a.liveness(epoch-1, dvIDs)
-				if err != nil {
-					fail("liveness of epoch %d: %v", epoch-1, err)
-				}
-				prev.liveKnown = len(lv)
-				for _, live := range lv {
-					if live {
-						prev.live++
-					}
-				}
-				if pl, err := a.liveness(epoch-1, prysmIDs); err == nil {
-					for _, live := range pl {
-						if live {
-							prev.prysmLive++
-						}
-					}
-				}
+				pendingLive = append(pendingLive, epoch-1)
 			}
 			for _, n := range nodes {
 				if !n.p.alive() {
-					delete(lastMetrics, n.index)
 					continue
 				}
 				m, err := n.metrics()
@@ -340,8 +339,13 @@ func run(ctx context.Context, o options) (int, error) {
 				}
 				lastMetrics[n.index] = m
 			}
-			logf("epoch %d done: justified %d finalized %d; dvmesh live in epoch %d: %s", epoch, row.justified, row.finalized,
-				max(int(epoch)-1, 0), liveStr(rows[max(int(epoch)-1, 0)]))
+			logf("epoch %d done: justified %d finalized %d; dvmesh live in epoch %d: %s (Prysm VC %d/%d)", epoch, row.justified, row.finalized,
+				max(int(epoch)-1, 0), liveStr(rows[max(int(epoch)-1, 0)]), rows[max(int(epoch)-1, 0)].prysmLive, dvFirst)
+		}
+	}
+	for _, e := range pendingLive {
+		if err := fillLiveness(a, rows[e], e, dvIDs, prysmIDs); err != nil {
+			fail("liveness of epoch %d: %v", e, err)
 		}
 	}
 	collectRecords(nodes, records, &recMu)
@@ -645,6 +649,29 @@ func countRecords(records map[string]node.DutyRecord, idx, epoch, spe int) (ok, 
 		peer = max(peer, c)
 	}
 	return ok, all, peer
+}
+
+func fillLiveness(a *api, row *epochRow, epoch uint64, dvIDs, prysmIDs []string) error {
+	lv, err := a.liveness(epoch, dvIDs)
+	if err != nil {
+		return err
+	}
+	pl, err := a.liveness(epoch, prysmIDs)
+	if err != nil {
+		return err
+	}
+	row.live, row.prysmLive, row.liveKnown = 0, 0, len(lv)
+	for _, live := range lv {
+		if live {
+			row.live++
+		}
+	}
+	for _, live := range pl {
+		if live {
+			row.prysmLive++
+		}
+	}
+	return nil
 }
 
 func liveStr(r *epochRow) string {
