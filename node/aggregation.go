@@ -160,7 +160,7 @@ func (n *Node) runAggregator(ctx context.Context, slot phase0.Slot, duties []*at
 	for _, a := range aggs {
 		agg, ok := byCommittee[a.CommitteeIndex]
 		if !ok {
-			continue // validated: every committee has its aggregate; never index a missing one
+			continue // a committee without attestations in the beacon node's pool has no aggregate
 		}
 		msg := &electra.AggregateAndProof{AggregatorIndex: a.ValidatorIndex, Aggregate: agg, SelectionProof: sels[a.Pubkey].proof}
 		root, err := n.signingRoot(signing.DomainAggregateAndProof, n.chain.EpochOf(slot), msg)
@@ -209,6 +209,9 @@ func (n *Node) fetchAggregates(ctx context.Context, slot phase0.Slot, dataRoot p
 	)
 	for _, ci := range committees {
 		va, err := n.beacon.AggregateAttestation(ctx, slot, dataRoot, ci)
+		if isNotFound(err) {
+			continue // no attestation of this committee in the pool (Prysm: 404): its aggregators sit out
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -218,6 +221,9 @@ func (n *Node) fetchAggregates(ctx context.Context, slot phase0.Slot, dataRoot p
 		}
 		version = va.Version
 		fetched = append(fetched, att)
+	}
+	if len(fetched) == 0 {
+		return nil, fmt.Errorf("%w: no committee has attestations to aggregate at slot %d", ErrBeacon, slot)
 	}
 	return encodeAggregates(version, fetched)
 }
@@ -246,8 +252,8 @@ func committeeOf(a *electra.Attestation) phase0.CommitteeIndex {
 }
 
 // validateAggregates checks decided aggregates: each is of the agreed attestation data, of one
-// of this duty's committees (one bit set, bits as long as the committee), one per committee,
-// and every committee has one.
+// of this duty's committees (one bit set, bits as long as the committee), at most one per
+// committee, and at least one (a committee whose attestations the beacon node lacks is left out).
 func validateAggregates(aggs []*electra.Attestation, dataRoot phase0.Root, committees map[phase0.CommitteeIndex]uint64) error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: aggregates: %s", ErrInvalidDecided, fmt.Sprintf(format, a...))
@@ -271,8 +277,8 @@ func validateAggregates(aggs []*electra.Attestation, dataRoot phase0.Root, commi
 			return bad("aggregate %d: %d aggregation bits for a committee of %d", i, a.AggregationBits.Len(), length)
 		}
 	}
-	if len(seen) != len(committees) {
-		return bad("%d aggregates for %d committees", len(seen), len(committees))
+	if len(seen) == 0 {
+		return bad("no aggregate for any of %d committees", len(committees))
 	}
 	return nil
 }

@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -226,12 +228,16 @@ func TestAggregates_EncodeDecodeAndValidate(t *testing.T) {
 		"other committee":    {testAggregate(3, 10, data), testAggregate(5, 12, data)},
 		"repeated committee": {testAggregate(2, 10, data), testAggregate(2, 10, data)},
 		"wrong bits length":  {testAggregate(2, 11, data), testAggregate(5, 12, data)},
-		"missing committee":  {testAggregate(2, 10, data)},
+		"none":               {},
 	}
 	for name, aggs := range bad {
 		if err := validateAggregates(aggs, root, committees); !errors.Is(err, ErrInvalidDecided) {
 			t.Errorf("%s accepted (%v)", name, err)
 		}
+	}
+	// A committee the beacon node had no attestations for is left out (Prysm answers 404).
+	if err := validateAggregates([]*electra.Attestation{testAggregate(2, 10, data)}, root, committees); err != nil {
+		t.Errorf("aggregates without an empty committee refused: %v", err)
 	}
 	two := testAggregate(2, 10, data)
 	two.CommitteeBits.SetBitAt(5, true)
@@ -264,13 +270,17 @@ func TestContributions_EncodeDecodeAndValidate(t *testing.T) {
 		"other root":     {mk(9, 0, phase0.Root{1}), mk(9, 3, root)},
 		"other sub":      {mk(9, 1, root), mk(9, 3, root)},
 		"repeated sub":   {mk(9, 0, root), mk(9, 0, root)},
-		"missing sub":    {mk(9, 0, root)},
+		"none":           {},
 		"unexpected sub": {mk(9, 0, root), mk(9, 3, root), mk(9, 2, root)},
 	}
 	for name, cs := range bad {
 		if err := validateContributions(cs, 9, root, subs); !errors.Is(err, ErrInvalidDecided) {
 			t.Errorf("%s accepted (%v)", name, err)
 		}
+	}
+	// A subcommittee the beacon node had no messages for is left out (Prysm answers 404).
+	if err := validateContributions([]*altair.SyncCommitteeContribution{mk(9, 3, root)}, 9, root, subs); err != nil {
+		t.Errorf("contributions without an empty subcommittee refused: %v", err)
 	}
 	if _, err := decodeContributions([]byte{0, 0, 0, 5, 1}); !errors.Is(err, ErrInvalidDecided) {
 		t.Error("truncated contributions decoded")
@@ -287,5 +297,84 @@ func TestKnownDutyType(t *testing.T) {
 		if knownDutyType(bad) {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// contribBeacon answers contributions for the subcommittees in have and, like Prysm, 404 ("No
+// subcommittee messages found") for the others, wrapped as MultiBeacon wraps a node's error.
+type contribBeacon struct {
+	Beacon
+	have map[uint64]bool
+}
+
+func (b contribBeacon) SyncCommitteeContribution(_ context.Context, slot phase0.Slot, sub uint64, root phase0.Root) (*altair.SyncCommitteeContribution, error) {
+	if !b.have[sub] {
+		err := &api.Error{Method: "GET", Endpoint: "/eth/v1/validator/sync_committee_contribution", StatusCode: 404,
+			Data: []byte(`{"message":"No subcommittee messages found","code":404}`)}
+		return nil, fmt.Errorf("sync committee contribution: %w", errors.Join(fmt.Errorf("http://bn: %w", err)))
+	}
+	return &altair.SyncCommitteeContribution{Slot: slot, SubcommitteeIndex: sub, BeaconBlockRoot: root, AggregationBits: bitfield.NewBitvector128()}, nil
+}
+
+// On a real chain a subcommittee's pool can be empty when the contributions are fetched (seen on
+// a Prysm devnet): that subcommittee's aggregators sit out, the others still aggregate.
+func TestFetchContributions_SkipsSubcommitteesWithoutMessages(t *testing.T) {
+	root := phase0.Root{7}
+	n := &Node{beacon: contribBeacon{have: map[uint64]bool{1: true}}}
+	b, err := n.fetchContributions(context.Background(), 9, root, []uint64{0, 1, 2})
+	if err != nil {
+		t.Fatalf("one empty subcommittee failed the whole duty: %v", err)
+	}
+	got, err := decodeContributions(b)
+	if err != nil || len(got) != 1 || got[0].SubcommitteeIndex != 1 {
+		t.Fatalf("contributions %v %v, want subcommittee 1's only", got, err)
+	}
+	if err := validateContributions(got, 9, root, map[uint64]bool{0: true, 1: true, 2: true}); err != nil {
+		t.Fatalf("decided subset refused: %v", err)
+	}
+	n.beacon = contribBeacon{}
+	if _, err := n.fetchContributions(context.Background(), 9, root, []uint64{0, 2}); err == nil {
+		t.Fatal("no contribution at all was not an error")
+	}
+	if isNotFound(errors.New("404")) || !isNotFound(fmt.Errorf("x: %w", &api.Error{StatusCode: 404})) || isNotFound(&api.Error{StatusCode: 500}) {
+		t.Fatal("isNotFound misjudges")
+	}
+}
+
+// aggBeacon answers aggregates for the committees in have and, like Prysm, 404 ("No matching
+// attestations found") for the others.
+type aggBeacon struct {
+	Beacon
+	have map[phase0.CommitteeIndex]bool
+	data *phase0.AttestationData
+}
+
+func (b aggBeacon) AggregateAttestation(_ context.Context, _ phase0.Slot, _ phase0.Root, ci phase0.CommitteeIndex) (*spec.VersionedAttestation, error) {
+	if !b.have[ci] {
+		return nil, fmt.Errorf("aggregate attestation: %w", &api.Error{StatusCode: 404, Data: []byte(`{"message":"No matching attestations found","code":404}`)})
+	}
+	return &spec.VersionedAttestation{Version: spec.DataVersionElectra, Electra: testAggregate(uint64(ci), 10, b.data)}, nil
+}
+
+// On a real chain one committee's attestations can be missing from the pool at aggregation
+// time (seen on a Prysm devnet): that committee's aggregators sit out, the others aggregate.
+func TestFetchAggregates_SkipsCommitteesWithoutAttestations(t *testing.T) {
+	data := &phase0.AttestationData{Slot: 5, BeaconBlockRoot: phase0.Root{1}, Source: &phase0.Checkpoint{}, Target: &phase0.Checkpoint{Epoch: 1}}
+	root, _ := data.HashTreeRoot()
+	n := &Node{beacon: aggBeacon{have: map[phase0.CommitteeIndex]bool{5: true}, data: data}}
+	b, err := n.fetchAggregates(context.Background(), 5, root, []phase0.CommitteeIndex{2, 5})
+	if err != nil {
+		t.Fatalf("one empty committee failed the whole duty: %v", err)
+	}
+	_, got, err := decodeAggregates(b)
+	if err != nil || len(got) != 1 || committeeOf(got[0]) != 5 {
+		t.Fatalf("aggregates %v %v, want committee 5's only", got, err)
+	}
+	if err := validateAggregates(got, root, map[phase0.CommitteeIndex]uint64{2: 10, 5: 10}); err != nil {
+		t.Fatalf("decided subset refused: %v", err)
+	}
+	n.beacon = aggBeacon{data: data}
+	if _, err := n.fetchAggregates(context.Background(), 5, root, []phase0.CommitteeIndex{2}); err == nil {
+		t.Fatal("no aggregate at all was not an error")
 	}
 }

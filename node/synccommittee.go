@@ -237,6 +237,9 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 	}
 	var runs []pending
 	for _, k := range order {
+		if bySub[k] == nil {
+			continue // the beacon node had no message of this subcommittee to aggregate
+		}
 		key := dutyKey{Slot: slot, Type: fmt.Sprintf("%s/%d", dutySyncContrib, k)}
 		roots := map[phase0.BLSPubKey]phase0.Root{}
 		msgs := map[phase0.BLSPubKey]*altair.ContributionAndProof{}
@@ -292,6 +295,9 @@ func (n *Node) fetchContributions(ctx context.Context, slot phase0.Slot, root ph
 	var fetched []*altair.SyncCommitteeContribution
 	for _, k := range subs {
 		c, err := n.beacon.SyncCommitteeContribution(ctx, slot, k, root)
+		if isNotFound(err) {
+			continue // no message of this subcommittee in the pool (Prysm: 404): its aggregators sit out
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -300,11 +306,15 @@ func (n *Node) fetchContributions(ctx context.Context, slot phase0.Slot, root ph
 		}
 		fetched = append(fetched, c)
 	}
+	if len(fetched) == 0 {
+		return nil, fmt.Errorf("%w: no subcommittee has sync committee messages to aggregate at slot %d", ErrBeacon, slot)
+	}
 	return encodeContributions(fetched)
 }
 
 // validateContributions checks decided contributions: the duty's slot, the agreed block root,
-// one per subcommittee this node's aggregators need and no other.
+// at most one per subcommittee this node's aggregators need and no other, and at least one (a
+// subcommittee whose messages the beacon node does not have is left out).
 func validateContributions(cs []*altair.SyncCommitteeContribution, slot phase0.Slot, root phase0.Root, subs map[uint64]bool) error {
 	seen := map[uint64]bool{}
 	for i, c := range cs {
@@ -318,8 +328,8 @@ func validateContributions(cs []*altair.SyncCommitteeContribution, slot phase0.S
 		}
 		seen[c.SubcommitteeIndex] = true
 	}
-	if len(seen) != len(subs) {
-		return fmt.Errorf("%w: %d contributions for %d subcommittees", ErrInvalidDecided, len(seen), len(subs))
+	if len(seen) == 0 {
+		return fmt.Errorf("%w: no contribution for any of %d subcommittees", ErrInvalidDecided, len(subs))
 	}
 	return nil
 }

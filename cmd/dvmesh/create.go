@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/herumi/bls-eth-go-binary/bls"
 	"github.com/spf13/cobra"
 
 	"github.com/dvmesh/dvmesh/deposit"
@@ -33,6 +35,7 @@ type createFlags struct {
 	builder            bool
 	builderBoost       uint64
 	gasLimit           uint64
+	interop            string
 }
 
 func newCreateClusterCmd() *cobra.Command {
@@ -57,6 +60,13 @@ cluster directory and every node folder. A public network needs --withdrawal-add
 each one's password in keystore-*.txt beside it, or one --split-existing-keys-password-file for
 all) instead of generating keys, and prints the steps that keep the old validator from ever
 signing beside the cluster.
+
+--interop-validators A-B (test chains only: refused for every public network) splits the chain's
+interop validators A..B (inclusive) instead of generating keys: validator i's secret key is
+SHA-256 of i as a 32-byte little-endian integer, read little-endian, mod the curve order, as
+Prysm's and Lighthouse's interop genesis tools make them. No deposit data is written (they are in
+the genesis state). The lock's genesis validators root stays empty on a devnet: every node reads
+it from its beacon node at start (and binds its slashing DB to it).
 
 The keys exist whole in this process for a moment: use it for test clusters and local setups, or
 on an offline machine; for keys no machine ever holds, use a DKG.`,
@@ -89,6 +99,7 @@ on an offline machine; for keys no machine ever holds, use a DKG.`,
 	f.BoolVar(&cf.builder, "builder", false, "use MEV-boost builders: sign validator registrations and ask for builder blocks")
 	f.Uint64Var(&cf.builderBoost, "builder-boost-factor", 100, "with --builder: weight of the builder payload's value against the local one, in percent")
 	f.Uint64Var(&cf.gasLimit, "gas-limit", 60_000_000, "with --builder: gas limit in the validator registrations")
+	f.StringVar(&cf.interop, "interop-validators", "", "devnet only: split interop validators A-B (inclusive, e.g. 16-63) of a test chain instead of generating keys")
 	f.BoolVar(&cf.quarantineExisting, "quarantine-source", false, "after creating the cluster, move the existing keystores (and their own password files) into <out>/"+node.QuarantineDirName)
 	return cmd
 }
@@ -123,6 +134,17 @@ func runCreateCluster(cmd *cobra.Command, o node.CreateOptions, cf createFlags) 
 		if !cmd.Flags().Changed("validators") {
 			o.Validators = 0
 		}
+	}
+	if cf.interop != "" {
+		keys, first, err := interopKeys(o.Network, cf.interop)
+		if err != nil {
+			return err
+		}
+		if cmd.Flags().Changed("validators") && o.Validators != len(keys) {
+			return fmt.Errorf("--validators %d contradicts --interop-validators %s (%d validators): leave --validators out", o.Validators, cf.interop, len(keys))
+		}
+		o.ExistingKeys, o.Validators = keys, len(keys)
+		fmt.Fprintf(out, "Splitting interop validators %d..%d (test-chain keys everyone knows)\n", first, first+uint64(len(keys))-1)
 	}
 	started := time.Now()
 	o.Progress = func(done, total int) {
@@ -173,6 +195,15 @@ func checkCreateFlags(cmd *cobra.Command, o *node.CreateOptions, cf createFlags)
 				return fmt.Errorf("--%s only applies to deposit data: give --withdrawal-address too", name)
 			}
 		}
+	}
+	if cf.interop != "" {
+		if cf.existingDir != "" || cf.existingPassword != "" || cf.quarantineExisting {
+			return errors.New("--interop-validators and --split-existing-keys contradict each other: choose one")
+		}
+		if o.WithdrawalAddress != "" || cf.noDeposits {
+			return errors.New("--interop-validators: interop validators are in the chain's genesis state, so no deposit data is written; leave --withdrawal-address and --no-deposits out")
+		}
+		return nil
 	}
 	if cf.existingDir != "" {
 		if o.WithdrawalAddress != "" {
@@ -240,4 +271,55 @@ func printFencing(out io.Writer, o node.CreateOptions, res *node.Created, existi
 	fmt.Fprintf(out, "  4. Let the doppelganger check run: it is on by default (dvmesh run --doppelganger-epochs %d): a starting\n", node.DefaultDoppelgangerEpochs)
 	fmt.Fprintln(out, "     node watches that long for another signer of its validators before it signs. Do not disable it now.")
 	fmt.Fprintln(out, "  5. Start the nodes (dvmesh run --node-dir <node folder> --beacon-url ...).")
+}
+
+// maxInteropValidators bounds --interop-validators (keystores for a million keys is a typo).
+const maxInteropValidators = 1 << 16
+
+// interopKeys parses --interop-validators ("A-B" inclusive, or one index) and derives the keys.
+// Interop keys are public knowledge, so every public network is refused.
+func interopKeys(networkName, spec string) ([]*bls.SecretKey, uint64, error) {
+	cfg, err := network.ByName(networkName)
+	if err != nil {
+		return nil, 0, err
+	}
+	if cfg.Public {
+		return nil, 0, fmt.Errorf("--interop-validators is for test chains only: interop keys are public knowledge, "+
+			"and %s is a public network (use --network devnet with the test chain's --genesis-fork-version)", cfg.Name)
+	}
+	first, last, err := parseRange(spec)
+	if err != nil {
+		return nil, 0, fmt.Errorf("--interop-validators %q: %w (want A-B, e.g. 16-63)", spec, err)
+	}
+	if last-first+1 > maxInteropValidators {
+		return nil, 0, fmt.Errorf("--interop-validators %q: %d validators, at most %d", spec, last-first+1, maxInteropValidators)
+	}
+	keys := make([]*bls.SecretKey, 0, last-first+1)
+	for i := first; i <= last; i++ {
+		k, err := signing.InteropSecretKey(i)
+		if err != nil {
+			return nil, 0, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, first, nil
+}
+
+// parseRange parses "A-B" (A <= B) or "A".
+func parseRange(s string) (uint64, uint64, error) {
+	a, b, isRange := strings.Cut(strings.TrimSpace(s), "-")
+	first, err := strconv.ParseUint(strings.TrimSpace(a), 10, 64)
+	if err != nil {
+		return 0, 0, errors.New("not a validator index")
+	}
+	last := first
+	if isRange {
+		if last, err = strconv.ParseUint(strings.TrimSpace(b), 10, 64); err != nil {
+			return 0, 0, errors.New("not a validator index after the dash")
+		}
+	}
+	if last < first {
+		return 0, 0, errors.New("the range ends before it starts")
+	}
+	return first, last, nil
 }

@@ -136,3 +136,50 @@ func TestCreateClusterCmd_SplitExistingKeys(t *testing.T) {
 		t.Fatal("deposit data written for existing keys")
 	}
 }
+
+func TestCreateClusterCmd_InteropValidators(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "c")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--network", "mainnet", "--interop-validators", "0-3"}, "public network"},
+		{[]string{"--network", "hoodi", "--interop-validators", "0-3"}, "public network"},
+		{[]string{"--network", "sepolia", "--interop-validators", "0-3", "--no-deposits"}, "leave --withdrawal-address and --no-deposits out"},
+		{[]string{"--interop-validators", "5-2"}, "ends before it starts"},
+		{[]string{"--interop-validators", "x"}, "want A-B"},
+		{[]string{"--interop-validators", "0-3", "--validators", "2"}, "contradicts"},
+		{[]string{"--interop-validators", "0-3", "--withdrawal-address", "0x1111111111111111111111111111111111111111"}, "genesis state"},
+	} {
+		if _, err := runCreate(t, append(c.args, "--out", out)...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err = %v, want %q", c.args, err, c.want)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%v: output written", c.args)
+		}
+	}
+	text, err := runCreate(t, "--network", "devnet", "--genesis-fork-version", "0x20000089", "--interop-validators", "1-2",
+		"--keystore-kdf", signing.KDFInsecure, "--fee-recipient", "0x1111111111111111111111111111111111111111", "--out", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	l, err := lock.Load(filepath.Join(out, node.LockFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interop validators 1 and 2, in order (the published interop public keys).
+	want := []string{
+		"0xb89bebc699769726a318c8e9971bd3171297c61aea4a6578a7a4f94b547dcba5bac16a89108b6b6a1fe3695d1a874a0b",
+		"0xa3a32b0f8b4ddb83f1a0a853d81dd725dfe577d4f4c3db8ece52ce2b026eca84815c1a7e8e92a4de3d755733bf7e4a9b",
+	}
+	if len(l.Validators) != 2 || l.Validators[0].GroupPubkey != want[0] || l.Validators[1].GroupPubkey != want[1] {
+		t.Fatalf("lock validators %+v, want %v", l.Validators, want)
+	}
+	if l.GenesisValidatorsRoot != "" || l.GenesisForkVersion != "0x20000089" || l.Proposals == nil {
+		t.Fatalf("lock: gvr %q gfv %q proposals %v", l.GenesisValidatorsRoot, l.GenesisForkVersion, l.Proposals)
+	}
+	if m, _ := filepath.Glob(filepath.Join(out, deposit.FilePrefix+"*")); len(m) != 0 {
+		t.Fatalf("deposit data written for interop validators: %v", m)
+	}
+}
