@@ -44,7 +44,7 @@ type aggregator struct {
 
 type dutyState struct {
 	roots    map[phase0.BLSPubKey]phase0.Root // nil until this node expects the duty
-	partials map[phase0.BLSPubKey]map[uint64][]byte
+	partials map[phase0.BLSPubKey]map[uint64]*bls.Sign // verified partials
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
 }
@@ -67,7 +67,7 @@ func newAggregator(threshold int, id *Identity) *aggregator {
 func (a *aggregator) state(k dutyKey) *dutyState {
 	s, ok := a.duties[k]
 	if !ok {
-		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64][]byte{}, done: map[phase0.BLSPubKey]bool{}}
+		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]*bls.Sign{}, done: map[phase0.BLSPubKey]bool{}}
 		a.duties[k] = s
 	}
 	return s
@@ -116,12 +116,25 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		return nil, errs
 	}
 	roots := s.roots
+	// Partials of validators already recovered are not even parsed: with t of n nodes a duty
+	// completes before the last peers' partials arrive, and parsing a G2 point is costly.
+	pending := make([]p2p.Partial, 0, len(partials))
+	for _, p := range partials {
+		var pk phase0.BLSPubKey
+		if len(p.GroupPubkey) == len(pk) {
+			copy(pk[:], p.GroupPubkey)
+			if s.done[pk] {
+				continue
+			}
+		}
+		pending = append(pending, p)
+	}
 	a.mu.Unlock()
 
 	// Verify outside the lock, in one randomised batch per signing root (every attester of a
 	// slot signs the same root since Electra).
 	var checked []signed
-	for _, p := range partials {
+	for _, p := range pending {
 		c, err := a.parse(roots, from, p)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: partial of share %d: %w", k, from, err))
@@ -140,7 +153,7 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 
 	type ready struct {
 		pk       phase0.BLSPubKey
-		partials map[uint64][]byte
+		partials map[uint64]*bls.Sign
 	}
 	var complete []ready
 	a.mu.Lock()
@@ -150,10 +163,10 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		}
 		m := s.partials[c.pk]
 		if m == nil {
-			m = map[uint64][]byte{}
+			m = map[uint64]*bls.Sign{}
 			s.partials[c.pk] = m
 		}
-		m[from] = c.raw
+		m[from] = c.sig
 		if len(m) >= a.threshold {
 			s.done[c.pk] = true
 			complete = append(complete, ready{pk: c.pk, partials: maps.Clone(m)})
@@ -164,16 +177,12 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	// Recover, then check the recovered signatures against their group keys, batched per root.
 	var recovered []signed
 	for _, r := range complete {
-		b, err := signing.RecoverSignature(r.partials, a.threshold)
-		var sig *bls.Sign
-		if err == nil {
-			sig, err = signing.ParseSignature(b)
-		}
+		sig, err := signing.RecoverParsed(r.partials, a.threshold)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: recover %#x: %w", k, r.pk, err))
 			continue
 		}
-		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig, raw: b})
+		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig})
 	}
 	// Recovered signatures come from verified partials, so a failure here is a bug: bisect to
 	// name the culprit.
@@ -184,7 +193,7 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	out := make([]fullSig, 0, len(valid))
 	for _, c := range valid {
 		fs := fullSig{Pubkey: c.pk}
-		copy(fs.Signature[:], c.raw)
+		copy(fs.Signature[:], c.sig.Serialize())
 		out = append(out, fs)
 	}
 	return out, errs

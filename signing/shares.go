@@ -71,23 +71,45 @@ func Split(secret *bls.SecretKey, t, n int) ([]*bls.SecretKey, error) {
 // public key and must verify the result against the group key: interpolation of unverified
 // partials yields garbage, not an error.
 func RecoverSignature(partials map[uint64][]byte, threshold int) ([]byte, error) {
-	ids, idxs, err := pickIDs(partials, threshold)
+	parsed := make(map[uint64]*bls.Sign, len(partials))
+	for idx, b := range partials {
+		s, err := ParseSignature(b)
+		if err != nil {
+			return nil, fmt.Errorf("partial of share %d: %w", idx, err)
+		}
+		parsed[idx] = s
+	}
+	full, err := RecoverParsed(parsed, threshold)
+	if err != nil {
+		return nil, err
+	}
+	return full.Serialize(), nil
+}
+
+// RecoverParsed is RecoverSignature for partials already deserialised (and subgroup-checked):
+// deserialising a G2 point costs about as much as verifying a batch share of it, so a node that
+// parsed the partials to verify them recovers from the parsed points.
+func RecoverParsed(partials map[uint64]*bls.Sign, threshold int) (*bls.Sign, error) {
+	keys := make(map[uint64][]byte, len(partials))
+	for idx := range partials {
+		keys[idx] = nil
+	}
+	ids, idxs, err := pickIDs(keys, threshold)
 	if err != nil {
 		return nil, err
 	}
 	sigs := make([]bls.Sign, len(idxs))
 	for i, idx := range idxs {
-		s, err := ParseSignature(partials[idx])
-		if err != nil {
-			return nil, fmt.Errorf("partial of share %d: %w", idx, err)
+		if partials[idx] == nil {
+			return nil, fmt.Errorf("partial of share %d is empty", idx)
 		}
-		sigs[i] = *s
+		sigs[i] = *partials[idx]
 	}
 	var full bls.Sign
 	if err := full.Recover(sigs, ids); err != nil {
 		return nil, fmt.Errorf("recover signature: %w", err)
 	}
-	return full.Serialize(), nil
+	return &full, nil
 }
 
 // RecoverPublicKey interpolates the group public key from public shares keyed by share index.
