@@ -44,7 +44,7 @@ type aggregator struct {
 }
 
 type dutyState struct {
-	roots    map[phase0.BLSPubKey]phase0.Root // nil until this node expects the duty
+	roots    map[phase0.BLSPubKey]phase0.Root          // nil until this node expects the duty
 	partials map[phase0.BLSPubKey]map[uint64]*bls.Sign // verified partials
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
