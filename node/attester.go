@@ -103,9 +103,18 @@ func (n *Node) validAttestationData(ctx context.Context, slot phase0.Slot, b []b
 	if err := decided.UnmarshalSSZ(b); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidDecided, err)
 	}
-	justified, err := n.beacon.JustifiedEpoch(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBeacon, err)
+	// The justified epoch only bounds the source from above, and the highest one this node's
+	// beacon node reported is kept: only a source above it costs a request (on the hot path,
+	// one per slot at most, usually none).
+	justified := phase0.Epoch(n.justified.Load())
+	if decided.Source == nil || decided.Source.Epoch > justified {
+		j, err := n.beacon.JustifiedEpoch(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBeacon, err)
+		}
+		for old := n.justified.Load(); uint64(j) > old && !n.justified.CompareAndSwap(old, uint64(j)); old = n.justified.Load() {
+		}
+		justified = max(justified, j)
 	}
 	current, _ := n.chain.SlotAt(time.Now())
 	if err := validateAttestationData(decided, slot, current, n.chain.EpochOf(slot), justified); err != nil {

@@ -167,6 +167,7 @@ type Node struct {
 	started       map[dutyKey]bool
 	registrations []*api.VersionedSignedValidatorRegistration // combined once, submitted every epoch
 	firstSlot     atomic.Bool
+	justified     atomic.Uint64 // highest justified epoch the beacon node reported
 
 	gate          *signGate
 	doppelgangers map[phase0.BLSPubKey]bool
