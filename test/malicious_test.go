@@ -293,7 +293,7 @@ func TestCluster_MaliciousLeaderPerDutyType(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a cluster for ~35 s")
 	}
-	c := newCluster(t, 4) // full blocks; the lying beacon handles blinded ones too
+	c := newClusterNet(t, 4, false, 0) // every duty type; full blocks (the lying beacon handles blinded ones too)
 	book := newSubmissionLog()
 	c.start(func(b node.Beacon) node.Beacon { return &maliciousBeacon{Beacon: b, sim: c.sim, log: book} })
 	genesis := c.waitReadyAndStart()
