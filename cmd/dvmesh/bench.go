@@ -138,7 +138,7 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Until(next)):
+		case <-time.After(min(time.Until(next), time.Until(end))):
 		}
 		// The trackers keep 64 slots: collect well within that.
 		next = next.Add(16 * slotDur)
