@@ -34,6 +34,9 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 	defer recheck.Stop()
 	for {
 		if v, ok, expired := n.fsm.get(duty); ok {
+			if appliedTerm != 0 {
+				n.pushCommit()
+			}
 			return slices.Clone(v), nil
 		} else if expired {
 			return nil, fmt.Errorf("propose %s: %w", duty, ErrExpired)
@@ -68,6 +71,22 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 		case <-recheck.C:
 		}
 	}
+}
+
+// pushCommit tells the followers the leader's new commit index now rather than at the next
+// CommitTimeout poll: it appends a barrier entry (the FSM ignores non-command entries), whose
+// replication carries the commit index. The future is not awaited (see startApply).
+func (n *Node) pushCommit() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed || n.raft.State() != raft.Leader {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.raft.Barrier(n.applyTimeout)
+	}()
 }
 
 // startApply enqueues entry in Raft from a goroutine tracked by n.wg. The
