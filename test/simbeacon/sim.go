@@ -100,6 +100,9 @@ type Sim struct {
 	n      uint64                                     // network size
 	keys   *keyCache
 
+	seenMu sync.Mutex
+	seen   map[[8 + 32 + 96]byte]struct{} // (validator, signing root, signature) verified valid
+
 	ctx    context.Context // cancelled by Close; ends event streams
 	cancel context.CancelFunc
 
