@@ -13,8 +13,8 @@ import (
 	"strings"
 
 	"github.com/herumi/bls-eth-go-binary/bls"
-	"golang.org/x/crypto/pbkdf2"
 	keystorev4 "github.com/wealdtech/go-eth2-wallet-encryptor-keystorev4"
+	"golang.org/x/crypto/pbkdf2"
 )
 
 // ErrBadKeystore is returned for a keystore that cannot be read or decrypted.
