@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -61,32 +60,6 @@ func useHelperDKGProcess(t *testing.T) {
 	t.Cleanup(func() { dkgProcess = old })
 }
 
-// dkgPortBase returns a base port such that base..base+n-1 are free on 127.0.0.1.
-func dkgPortBase(t *testing.T, n int) int {
-	t.Helper()
-	for try := 0; try < 50; try++ {
-		base := 20000 + rand.IntN(30000)
-		var lns []net.Listener
-		ok := true
-		for p := base; p < base+n; p++ {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port block")
-	return 0
-}
-
 // Four 'dvmesh dkg' OS processes create a cluster in create-cluster's layout.
 func TestCreateClusterWithDKG(t *testing.T) {
 	useHelperDKGProcess(t)
@@ -94,7 +67,7 @@ func TestCreateClusterWithDKG(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	base := dkgPortBase(t, 4)
+	base := freePortBlock(t, 4)
 	if err := createClusterWithDKG(ctx, dir, 4, 3, 2, "0x10000000", base); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +98,7 @@ func TestCreateClusterWithDKG(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, ".dkg-setup")); !os.IsNotExist(err) {
 		t.Fatalf("setup directory left behind: %v", err)
 	}
-	if err := createClusterWithDKG(ctx, dir, 4, 3, 2, "0x10000000", dkgPortBase(t, 4)); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if err := createClusterWithDKG(ctx, dir, 4, 3, 2, "0x10000000", freePortBlock(t, 4)); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("second run into the same directory: err = %v", err)
 	}
 }
@@ -134,7 +107,7 @@ func TestCreateClusterWithDKG(t *testing.T) {
 // cluster directory behind.
 func TestCreateClusterWithDKG_FailureLeavesNothing(t *testing.T) {
 	useHelperDKGProcess(t)
-	base := dkgPortBase(t, 4)
+	base := freePortBlock(t, 4)
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+2))
 	if err != nil {
 		t.Fatal(err)
