@@ -91,8 +91,18 @@ func (a *aggregator) Expect(k dutyKey, roots map[phase0.BLSPubKey]phase0.Root) (
 		out  []fullSig
 		errs []error
 	)
+	// One batch per sender, as they were sent: verifying early partials one by one would cost
+	// a pairing each, and a peer ahead of this node is the common case, not an attack.
+	bySender := map[uint64][]p2p.Partial{}
+	var senders []uint64
 	for _, e := range early {
-		sigs, err := a.Add(k, e.from, []p2p.Partial{e.p})
+		if _, ok := bySender[e.from]; !ok {
+			senders = append(senders, e.from)
+		}
+		bySender[e.from] = append(bySender[e.from], e.p)
+	}
+	for _, from := range senders {
+		sigs, err := a.Add(k, from, bySender[from])
 		out = append(out, sigs...)
 		errs = append(errs, err...)
 	}

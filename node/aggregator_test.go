@@ -129,3 +129,33 @@ func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestAggregator_EarlyPartialsVerifiedAsSent: partials held because they came before this node
+// knew the duty are verified per sender in one batch, like any other message: one bad partial
+// drops that sender's whole message, not just itself (a per-partial check would cost a pairing
+// each for the common case of a peer that is ahead).
+func TestAggregator_EarlyPartialsVerifiedAsSent(t *testing.T) {
+	ids := loadAll(t, 2)
+	pks := ids[0].Pubkeys()
+	root := phase0.Root{6}
+	key := dutyKey{Slot: 4, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
+	good := []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)}
+	for from, ps := range map[uint64][]p2p.Partial{2: spoiled, 3: good} {
+		if sigs, errs := agg.Add(key, from, ps); len(sigs) != 0 || len(errs) != 0 {
+			t.Fatalf("early partials: %v %v", sigs, errs)
+		}
+	}
+	sigs, errs := agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root})
+	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
+		t.Fatalf("expect: sigs %v errs %v, want one ErrBadBatch for share 2's message", sigs, errs)
+	}
+	// Shares 1 and 4 complete both; had share 2's good partial been kept, share 1 alone would.
+	if s, e := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)}); len(s) != 0 || len(e) != 0 {
+		t.Fatalf("share 1: %d signatures, errs %v; want none yet", len(s), e)
+	}
+	if s, e := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)}); len(s) != 2 || len(e) != 0 {
+		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(s), e)
+	}
+}
