@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	bitfield "github.com/OffchainLabs/go-bitfield"
@@ -105,22 +106,36 @@ func (n *Node) validAttestationData(ctx context.Context, slot phase0.Slot, b []b
 	}
 	// The justified epoch only bounds the source from above, and the highest one this node's
 	// beacon node reported is kept: only a source above it costs a request (on the hot path,
-	// one per slot at most, usually none).
-	justified := phase0.Epoch(n.justified.Load())
-	if decided.Source == nil || decided.Source.Epoch > justified {
-		j, err := n.beacon.JustifiedEpoch(ctx)
+	// one per slot at most, usually none). In an epoch's first slot, before its block arrives,
+	// the head state predates the epoch transition and its justified checkpoint can trail the
+	// source of the slot's attestation data (computed through the transition): then the
+	// justified checkpoint of the state at the duty's slot, advanced through it, is the bound.
+	// Never the attestation data's own source: that is the value under test.
+	if decided.Source == nil || decided.Source.Epoch > phase0.Epoch(n.justified.Load()) {
+		j, err := n.beacon.JustifiedEpoch(ctx, "head")
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBeacon, err)
 		}
-		for old := n.justified.Load(); uint64(j) > old && !n.justified.CompareAndSwap(old, uint64(j)); old = n.justified.Load() {
-		}
-		justified = max(justified, j)
+		n.raiseJustified(j)
 	}
+	if decided.Source != nil && decided.Source.Epoch > phase0.Epoch(n.justified.Load()) {
+		if j, err := n.beacon.JustifiedEpoch(ctx, strconv.FormatUint(uint64(slot), 10)); err == nil {
+			n.raiseJustified(j)
+		}
+	}
+	justified := phase0.Epoch(n.justified.Load())
 	current, _ := n.chain.SlotAt(time.Now())
 	if err := validateAttestationData(decided, slot, current, n.chain.EpochOf(slot), justified); err != nil {
 		return nil, err
 	}
 	return decided, nil
+}
+
+// raiseJustified records a justified epoch this node's own beacon node reported, keeping the
+// highest.
+func (n *Node) raiseJustified(e phase0.Epoch) {
+	for old := n.justified.Load(); uint64(e) > old && !n.justified.CompareAndSwap(old, uint64(e)); old = n.justified.Load() {
+	}
 }
 
 // buildAttestations turns recovered signatures into SingleAttestation-convertible attestations.

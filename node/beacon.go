@@ -34,8 +34,9 @@ type Beacon interface {
 	ValidatorLiveness(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) (map[phase0.ValidatorIndex]bool, error)
 	// HeadSlot is the slot of the beacon node's head.
 	HeadSlot(ctx context.Context) (phase0.Slot, error)
-	// JustifiedEpoch is the head state's current justified epoch.
-	JustifiedEpoch(ctx context.Context) (phase0.Epoch, error)
+	// JustifiedEpoch is the current justified epoch of the state state (a state id: "head", or a
+	// slot, whose state is advanced through any empty slots and epoch transitions up to it).
+	JustifiedEpoch(ctx context.Context, state string) (phase0.Epoch, error)
 	SubmitAttestations(ctx context.Context, atts []*spec.VersionedAttestation) error
 	// SubscribeHeads calls fn with every new head until ctx ends.
 	SubscribeHeads(ctx context.Context, fn func(HeadEvent)) error
@@ -196,8 +197,8 @@ func (b *httpBeacon) HeadSlot(ctx context.Context) (phase0.Slot, error) {
 	return resp.Data.HeadSlot, nil
 }
 
-func (b *httpBeacon) JustifiedEpoch(ctx context.Context) (phase0.Epoch, error) {
-	resp, err := b.svc.(eth2client.FinalityProvider).Finality(ctx, &api.FinalityOpts{State: "head"})
+func (b *httpBeacon) JustifiedEpoch(ctx context.Context, state string) (phase0.Epoch, error) {
+	resp, err := b.svc.(eth2client.FinalityProvider).Finality(ctx, &api.FinalityOpts{State: state})
 	if err != nil {
 		return 0, fmt.Errorf("finality checkpoints: %w", err)
 	}

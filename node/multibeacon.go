@@ -493,8 +493,8 @@ func (m *MultiBeacon) HeadSlot(ctx context.Context) (phase0.Slot, error) {
 }
 
 // JustifiedEpoch implements Beacon.
-func (m *MultiBeacon) JustifiedEpoch(ctx context.Context) (phase0.Epoch, error) {
-	return read(m, ctx, "justified epoch", func(ctx context.Context, b Beacon) (phase0.Epoch, error) { return b.JustifiedEpoch(ctx) })
+func (m *MultiBeacon) JustifiedEpoch(ctx context.Context, state string) (phase0.Epoch, error) {
+	return read(m, ctx, "justified epoch", func(ctx context.Context, b Beacon) (phase0.Epoch, error) { return b.JustifiedEpoch(ctx, state) })
 }
 
 // SubmitAttestations sends atts to every healthy node at once (to the unhealthy ones only if all

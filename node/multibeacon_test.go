@@ -94,7 +94,9 @@ func (f *fakeBeacon) HeadSlot(ctx context.Context) (phase0.Slot, error) {
 	return phase0.Slot(f.head.Load()), ctx.Err()
 }
 
-func (f *fakeBeacon) JustifiedEpoch(ctx context.Context) (phase0.Epoch, error) { return 0, f.wait(ctx) }
+func (f *fakeBeacon) JustifiedEpoch(ctx context.Context, _ string) (phase0.Epoch, error) {
+	return 0, f.wait(ctx)
+}
 
 func (f *fakeBeacon) SubmitAttestations(ctx context.Context, _ []*spec.VersionedAttestation) error {
 	f.submits.Add(1)

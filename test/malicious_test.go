@@ -136,10 +136,11 @@ func (b *maliciousBeacon) currentSlot() (phase0.Slot, bool) {
 	return phase0.Slot(time.Since(g) / testSlot), true
 }
 
-// knownOtherRoot is the root of the block before slot: a block the beacon node knows, but not
-// the one the slot's duties are about.
+// knownOtherRoot is the root of the block two slots before slot: a block the beacon node knows,
+// but not the one the slot's duties are about (the block before it may be: an epoch's first
+// block comes late, and the duties of its slot may then vote for the previous one).
 func (b *maliciousBeacon) knownOtherRoot(ctx context.Context, slot phase0.Slot) (phase0.Root, error) {
-	return b.Beacon.BeaconBlockRoot(ctx, strconv.FormatUint(uint64(slot)-1, 10))
+	return b.Beacon.BeaconBlockRoot(ctx, strconv.FormatUint(uint64(slot)-2, 10))
 }
 
 func (b *maliciousBeacon) Proposal(ctx context.Context, slot phase0.Slot, randao phase0.BLSSignature, graffiti [32]byte, boost *uint64) (*api.VersionedProposal, error) {

@@ -79,6 +79,16 @@ func (s *Sim) clock() clock {
 	return c
 }
 
+// headSlot is the slot of the head block: the current slot's once its block has arrived (see
+// headArrival), else the one before.
+func (s *Sim) headSlot() phase0.Slot {
+	c := s.clock()
+	if c.started && c.slot > 0 && c.now.Before(s.slotStart(c.genesis, c.slot).Add(s.headArrival(c.slot))) {
+		return c.slot - 1
+	}
+	return c.slot
+}
+
 // epoch returns the epoch of slot.
 func (s *Sim) epoch(slot phase0.Slot) phase0.Epoch {
 	return phase0.Epoch(uint64(slot) / s.cfg.SlotsPerEpoch)

@@ -1,6 +1,7 @@
 package simbeacon
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,8 +11,40 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 )
 
+// TestEpochStartHeadTrailsTransition: in an epoch's first slot, until its late block arrives,
+// the head is the previous slot's block, whose state's justified checkpoint trails the source of
+// the slot's attestation data (computed through the epoch transition), as on a real devnet.
+func TestEpochStartHeadTrailsTransition(t *testing.T) {
+	e := newEnv(t, 4*testSlotsPerEpoch*testSlot+testSlot/3) // a third into slot 32, the first of epoch 4
+	if got := e.sim.headSlot(); got != 4*testSlotsPerEpoch-1 {
+		t.Fatalf("head slot %d, want the previous slot's block", got)
+	}
+	var fin struct {
+		Data struct {
+			CurrentJustified struct {
+				Epoch string `json:"epoch"`
+			} `json:"current_justified"`
+		} `json:"data"`
+	}
+	if code, body := rawDo(t, "GET", e.srv.URL+"/eth/v1/beacon/states/head/finality_checkpoints", "", nil); code != 200 || json.Unmarshal([]byte(body), &fin) != nil {
+		t.Fatalf("finality checkpoints: %d %s", code, body)
+	}
+	if src := e.sim.attestationData(4 * testSlotsPerEpoch).Source.Epoch; fin.Data.CurrentJustified.Epoch != "2" || src != 3 {
+		t.Fatalf("head state justified %s, attestation source %d; want 2 and 3", fin.Data.CurrentJustified.Epoch, src)
+	}
+	// The state at the current slot is advanced through the transition.
+	if code, body := rawDo(t, "GET", fmt.Sprintf("%s/eth/v1/beacon/states/%d/finality_checkpoints", e.srv.URL, 4*testSlotsPerEpoch), "", nil); code != 200 ||
+		json.Unmarshal([]byte(body), &fin) != nil || fin.Data.CurrentJustified.Epoch != "3" {
+		t.Fatalf("finality checkpoints of the current slot's state: %d %s, want justified epoch 3", code, body)
+	}
+	e.clock.Set(e.clock.Now().Add(testSlot / 2))
+	if got := e.sim.headSlot(); got != 4*testSlotsPerEpoch {
+		t.Fatalf("head slot %d after the block arrived", got)
+	}
+}
+
 func TestStateIDs(t *testing.T) {
-	e := newEnv(t, 4*testSlotsPerEpoch*testSlot+testSlot) // slot 33, epoch 4
+	e := newEnv(t, 4*testSlotsPerEpoch*testSlot+testSlot+testSlot/2) // mid-slot 33, epoch 4
 	cases := map[string]phase0.Slot{
 		"head":                            33,
 		"genesis":                         0,

@@ -10,8 +10,17 @@ import (
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 )
 
-// headDelayFraction is when in its slot the head block "arrives": 5% into the slot.
-const headDelayFraction = 20
+// headArrival is how far into slot its block "arrives": 5% into the slot, but half of it for an
+// epoch's first slot, whose proposer runs the epoch transition first (on a real devnet these
+// blocks come after the attestation deadline). Until then the head is the previous slot's block,
+// whose state predates the transition: its justified checkpoint trails the source of the slot's
+// attestation data, which is computed through the transition.
+func (s *Sim) headArrival(slot phase0.Slot) time.Duration {
+	if slot > 0 && uint64(slot)%s.cfg.SlotsPerEpoch == 0 {
+		return s.cfg.SlotDuration / 2
+	}
+	return s.cfg.SlotDuration / 20
+}
 
 // supportedTopics are the event topics a client may subscribe to. head, block and
 // finalized_checkpoint are emitted; chain_reorg is accepted but never sent: blocks never change on
@@ -49,7 +58,6 @@ func (s *Sim) handleEvents(w http.ResponseWriter, r *http.Request) {
 	flusher.Flush()
 
 	ctx := r.Context()
-	delay := s.cfg.SlotDuration / headDelayFraction
 	var (
 		next     phase0.Slot // the next slot to announce
 		haveNext bool
@@ -72,7 +80,7 @@ func (s *Sim) handleEvents(w http.ResponseWriter, r *http.Request) {
 			if !haveNext || cur > next {
 				next, haveNext = cur, true
 			}
-			d := s.slotStart(genesis, next).Add(delay).Sub(now)
+			d := s.slotStart(genesis, next).Add(s.headArrival(next)).Sub(now)
 			if d <= 0 {
 				if err := s.emitSlot(w, want, next); err != nil {
 					return

@@ -14,7 +14,7 @@ func (s *Sim) handleNodeVersion(w http.ResponseWriter, _ *http.Request) {
 // handleNodeSyncing serves GET /eth/v1/node/syncing: always synced, the head is the current slot
 // (0 before genesis).
 func (s *Sim) handleNodeSyncing(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, envelope{Data: &apiv1.SyncState{HeadSlot: s.clock().slot}})
+	writeJSON(w, http.StatusOK, envelope{Data: &apiv1.SyncState{HeadSlot: s.headSlot()}})
 }
 
 // handleNodeHealth serves GET /eth/v1/node/health: always 200 (ready).

@@ -92,7 +92,7 @@ func (s *Sim) checkSyncSubscription(cur phase0.Epoch, sub *apiv1.SyncCommitteeSu
 // resolveBlock maps a block_id (head, genesis, finalized, justified, a slot or a 0x block root)
 // to a slot at or before the head.
 func (s *Sim) resolveBlock(id string) (phase0.Slot, error) {
-	head := s.clock().slot
+	head := s.headSlot()
 	if strings.HasPrefix(id, "0x") {
 		b, err := decodeHex(id)
 		if err != nil || len(b) != 32 {
@@ -137,9 +137,24 @@ func (s *Sim) handleBlockRoot(w http.ResponseWriter, r *http.Request) {
 	writeData(w, map[string]phase0.Root{"root": blockRoot(slot)}, s.isFinalized(slot))
 }
 
+// syncKey names the sync committee messages of one slot over one block root.
+type syncKey struct {
+	slot phase0.Slot
+	root phase0.Root
+}
+
+// syncRootOK reports whether a sync committee message of slot may sign root: the slot's block
+// root, or, for a slot whose block comes late (see headArrival), the head before it arrived.
+func (s *Sim) syncRootOK(slot phase0.Slot, root phase0.Root) bool {
+	if root == blockRoot(slot) {
+		return true
+	}
+	return slot > 0 && s.headArrival(slot) > s.cfg.SlotDuration/3 && root == blockRoot(slot-1)
+}
+
 // handleSubmitSyncMessages serves POST /eth/v1/beacon/pool/sync_committees: a JSON array of
 // SyncCommitteeMessage. A message is valid if its validator sits in the sync committee of the
-// slot's period, the slot is not in the future, the block root is the slot's block root, and the
+// slot's period, the slot is not in the future, the block root is the slot's (see syncRootOK), and the
 // signature verifies (DOMAIN_SYNC_COMMITTEE at the slot's epoch, over the block root).
 func (s *Sim) handleSubmitSyncMessages(w http.ResponseWriter, r *http.Request) {
 	s.servePool(w, r, DutySyncMessage, "SyncCommitteeMessage", "", func(now time.Time, c clock, raw json.RawMessage) verdict {
@@ -155,7 +170,7 @@ func (s *Sim) handleSubmitSyncMessages(w http.ResponseWriter, r *http.Request) {
 			return refuse(v, slot, "slot %d is in the future (current slot %d)", slot, c.slot)
 		case len(s.syncCommitteeOf(syncPeriod(s.epoch(slot))).members[v]) == 0:
 			return refuse(v, slot, "validator %d is not in the sync committee at slot %d", v, slot)
-		case m.BeaconBlockRoot != blockRoot(slot):
+		case !s.syncRootOK(slot, m.BeaconBlockRoot):
 			return refuse(v, slot, "beacon_block_root %#x, want the block root %#x of slot %d", m.BeaconBlockRoot, blockRoot(slot), slot)
 		}
 		domain, err := s.domainAt(domainSyncCommittee, s.epoch(slot))
@@ -167,14 +182,15 @@ func (s *Sim) handleSubmitSyncMessages(w http.ResponseWriter, r *http.Request) {
 		}
 		s.mu.Lock()
 		for old := range s.syncMsgs {
-			if old+maxSyncSlots < c.slot {
+			if old.slot+maxSyncSlots < c.slot {
 				delete(s.syncMsgs, old)
 			}
 		}
-		bySlot := s.syncMsgs[slot]
+		key := syncKey{slot: slot, root: m.BeaconBlockRoot}
+		bySlot := s.syncMsgs[key]
 		if bySlot == nil {
 			bySlot = map[phase0.ValidatorIndex]phase0.BLSSignature{}
-			s.syncMsgs[slot] = bySlot
+			s.syncMsgs[key] = bySlot
 		}
 		bySlot[v] = m.Signature
 		s.mu.Unlock()
@@ -211,7 +227,7 @@ func (s *Sim) handleSyncContribution(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "slot %d is in the future (current slot %d)", slot, c.slot)
 		return
 	}
-	if root != blockRoot(slot) {
+	if !s.syncRootOK(slot, root) {
 		writeError(w, http.StatusNotFound, "no sync committee message at slot %d signs %#x", slot, root)
 		return
 	}
@@ -219,7 +235,7 @@ func (s *Sim) handleSyncContribution(w http.ResponseWriter, r *http.Request) {
 	bits := bitfield.NewBitvector128()
 	var sigs []phase0.BLSSignature
 	s.mu.Lock()
-	msgs := s.syncMsgs[slot]
+	msgs := s.syncMsgs[syncKey{slot: slot, root: root}]
 	for i := range uint64(syncSubcommitteeSize) {
 		if sig, ok := msgs[sc.seats[sub*syncSubcommitteeSize+i]]; ok {
 			bits.SetBitAt(i, true)
@@ -257,7 +273,7 @@ func (s *Sim) handleSubmitContributions(w http.ResponseWriter, r *http.Request) 
 }
 
 // checkContribution judges a signed contribution and proof: the slot must not be in the future,
-// the block root must be the slot's, the subcommittee index below SYNC_COMMITTEE_SUBNET_COUNT,
+// the block root must be the slot's (see syncRootOK), the subcommittee index below SYNC_COMMITTEE_SUBNET_COUNT,
 // the aggregator must hold a seat in that subcommittee; its selection proof
 // (DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF over SyncAggregatorSelectionData{slot,
 // subcommittee_index}) must verify and make it an aggregator (modulo max(1, SYNC_COMMITTEE_SIZE /
@@ -275,7 +291,7 @@ func (s *Sim) checkContribution(now time.Time, c clock, sc *altair.SignedContrib
 		return refuse(v, slot, "slot %d is in the future (current slot %d)", slot, c.slot)
 	case sub >= syncCommitteeSubnetCount:
 		return refuse(v, slot, "subcommittee index %d out of range", sub)
-	case con.BeaconBlockRoot != blockRoot(slot):
+	case !s.syncRootOK(slot, con.BeaconBlockRoot):
 		return refuse(v, slot, "beacon_block_root %#x, want the block root %#x of slot %d", con.BeaconBlockRoot, blockRoot(slot), slot)
 	case len(con.AggregationBits) != syncSubcommitteeSize/8:
 		return refuse(v, slot, "aggregation bits of %d bytes, want %d", len(con.AggregationBits), syncSubcommitteeSize/8)

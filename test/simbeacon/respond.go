@@ -102,7 +102,7 @@ var errStateNotFound = errors.New("state not found")
 // resolveState maps a state_id (head, genesis, finalized, justified, a slot or a 0x state root)
 // to a slot at or before the head. Before genesis only slot 0 exists.
 func (s *Sim) resolveState(id string) (phase0.Slot, error) {
-	head := s.clock().slot
+	head := s.headSlot()
 	switch id {
 	case "head":
 		return head, nil
@@ -135,7 +135,9 @@ func (s *Sim) resolveState(id string) (phase0.Slot, error) {
 	if err != nil {
 		return 0, fmt.Errorf("invalid state id %q", id)
 	}
-	if phase0.Slot(n) > head {
+	// A slot's state exists up to the current slot, advanced through empty slots and epoch
+	// transitions (as Prysm replays to a slot), even before the current slot's block arrived.
+	if c := s.clock(); phase0.Slot(n) > head && (!c.started || phase0.Slot(n) > c.slot) {
 		return 0, errStateNotFound
 	}
 	return phase0.Slot(n), nil

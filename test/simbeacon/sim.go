@@ -117,12 +117,12 @@ type Sim struct {
 	syncCommittees map[uint64]*syncCommittee // by period, bounded
 	dl             dutyLog
 
-	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress          // prepare_beacon_proposer
-	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration        // register_validator
-	produced      map[phase0.Slot]map[phase0.Root]producedBlock                 // served blocks, recent slots
-	proposed      map[phase0.Slot]phase0.Root                                   // accepted signed blocks
-	syncMsgs      map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature // valid sync messages, recent slots
-	exits         map[phase0.ValidatorIndex]phase0.Epoch                        // valid voluntary exits: exit epoch
+	feeRecipients map[phase0.ValidatorIndex]bellatrix.ExecutionAddress      // prepare_beacon_proposer
+	registrations map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration    // register_validator
+	produced      map[phase0.Slot]map[phase0.Root]producedBlock             // served blocks, recent slots
+	proposed      map[phase0.Slot]phase0.Root                               // accepted signed blocks
+	syncMsgs      map[syncKey]map[phase0.ValidatorIndex]phase0.BLSSignature // valid sync messages, recent slots
+	exits         map[phase0.ValidatorIndex]phase0.Epoch                    // valid voluntary exits: exit epoch
 	records       map[phase0.Slot]*slotRecord
 	unattrWrong   uint64 // wrong submissions that cannot be attributed to an existing slot
 	failures      []Failure
@@ -191,7 +191,7 @@ func New(cfg Config) (*Sim, error) {
 		registrations:  make(map[phase0.ValidatorIndex]*apiv1.ValidatorRegistration),
 		produced:       make(map[phase0.Slot]map[phase0.Root]producedBlock),
 		proposed:       make(map[phase0.Slot]phase0.Root),
-		syncMsgs:       make(map[phase0.Slot]map[phase0.ValidatorIndex]phase0.BLSSignature),
+		syncMsgs:       make(map[syncKey]map[phase0.ValidatorIndex]phase0.BLSSignature),
 		exits:          make(map[phase0.ValidatorIndex]phase0.Epoch),
 		records:        make(map[phase0.Slot]*slotRecord),
 		marked:         make(map[phase0.Epoch]map[phase0.ValidatorIndex]struct{}),
