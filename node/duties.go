@@ -17,7 +17,7 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	epoch := chain.EpochOf(slot)
 	n.ensureDuties(ctx, epoch)
 	n.ensureDuties(ctx, epoch+1)
-	if uint64(slot)%chain.SlotsPerEpoch == chain.SlotsPerEpoch/2 && epoch%pruneEveryEpochs == 0 && epoch > 0 {
+	if uint64(slot)%chain.SlotsPerEpoch == chain.SlotsPerEpoch/2 && pruneDue(epoch, n.cfg.SlashingKeepEpochs) {
 		n.prune(epoch)
 	}
 	n.agg.Trim(slot - min(slot, 2))

@@ -135,11 +135,18 @@ func (c *Config) setDefaults() error {
 }
 
 // DefaultSlashingKeepEpochs keeps about 27 hours of mainnet history in full; watermarks cover
-// everything older. Pruning runs every pruneEveryEpochs epochs.
+// everything older. Pruning runs every pruneEveryEpochs epochs, or every quarter of the kept
+// history when that is shorter (so the history never exceeds 1.25 times what is kept).
 const (
 	DefaultSlashingKeepEpochs = 256
 	pruneEveryEpochs          = 64
 )
+
+// pruneDue reports whether the slashing DB is pruned in epoch.
+func pruneDue(epoch phase0.Epoch, keepEpochs uint64) bool {
+	every := max(1, min(pruneEveryEpochs, keepEpochs/4))
+	return epoch > 0 && uint64(epoch)%every == 0
+}
 
 // Node is a running cluster node.
 type Node struct {

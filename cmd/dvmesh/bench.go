@@ -37,6 +37,7 @@ type benchOpts struct {
 	monitoringBase    int
 	p2pBase           int
 	cpuProfile        string
+	keepEpochs        uint64
 }
 
 func newBenchCmd() *cobra.Command {
@@ -65,6 +66,7 @@ peak RSS and the Go heap live after GC (first and last sample, and the maximum).
 	f.StringVar(&o.dir, "dir", "", "working directory (default: a new temporary directory, removed afterwards)")
 	f.IntVar(&o.monitoringBase, "monitoring-base-port", 3720, "monitoring port of node 1; node i uses base+i-1")
 	f.IntVar(&o.p2pBase, "p2p-base-port", 3710, "libp2p port of node 1; node i uses base+i-1")
+	f.Uint64Var(&o.keepEpochs, "slashing-keep-epochs", 0, "the nodes' --slashing-keep-epochs (0: their default); a small value makes pruning run during the bench (every keep/4 epochs)")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of node 1 over the middle of the run to this file (go tool pprof -top FILE)")
 	return cmd
 }
@@ -100,6 +102,9 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	slotDur := time.Duration(o.slotSeconds * float64(time.Second))
 	lo := runLocalOpts{clusterDir: clusterDir, slots: o.slots, slotDuration: slotDur, slotsPerEpoch: o.slotsPerEpoch,
 		monitoringBase: o.monitoringBase, adminBase: o.monitoringBase + 10, logLevel: "warn", readyTimeout: 5 * time.Minute, networkSize: o.networkSize}
+	if o.keepEpochs > 0 {
+		lo.nodeArgs = []string{"--slashing-keep-epochs", fmt.Sprint(o.keepEpochs)}
+	}
 	sim, beaconURL, stopSim, err := startSim(l, lo)
 	if err != nil {
 		return err
@@ -126,7 +131,7 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	for i, n := range nodes {
 		cpu0[i], _ = procCPUSeconds(n.cmd.Process.Pid)
 	}
-	samples := &benchSamples{slots: o.slots, lat: map[string]map[uint64]float64{}}
+	samples := &benchSamples{slots: o.slots, lat: map[string]map[uint64]float64{}, steps: map[string]map[uint64]map[string]float64{}}
 	heaps := make([][]float64, len(nodes))
 	end := genesis.Add(time.Duration(o.slots)*slotDur + slotDur)
 	if o.cpuProfile != "" {
@@ -166,10 +171,12 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	return benchReport(out, o, st, samples, cpu0, cpu1, rss, heaps, slotDur)
 }
 
-// benchSamples are per duty type and slot the cluster's fastest start-to-submission latency.
+// benchSamples are per duty type and slot the cluster's fastest start-to-submission latency,
+// and that record's step times (ms after its start), which show where the latency goes.
 type benchSamples struct {
-	slots uint64                        // only slots before this count
-	lat   map[string]map[uint64]float64 // type -> slot -> ms
+	slots uint64                                   // only slots before this count
+	lat   map[string]map[uint64]float64            // type -> slot -> ms
+	steps map[string]map[uint64]map[string]float64 // type -> slot -> step -> ms after start
 }
 
 func (b *benchSamples) collect(n *localNode) {
@@ -201,8 +208,49 @@ func (b *benchSamples) collect(n *localNode) {
 		ms := float64(sub - start)
 		if old, ok := m[r.Slot]; !ok || ms < old {
 			m[r.Slot] = ms
+			if b.steps[r.Type] == nil {
+				b.steps[r.Type] = map[uint64]map[string]float64{}
+			}
+			at := map[string]float64{}
+			for _, s := range r.Steps {
+				if _, seen := at[s.Step]; !seen && s.AtMs >= start {
+					at[s.Step] = float64(s.AtMs - start)
+				}
+			}
+			b.steps[r.Type][r.Slot] = at
 		}
 	}
+}
+
+// printSteps prints per duty type the median time after the duty's start at which the fastest
+// node's record reached each step: where the latency of the table above goes.
+func (b *benchSamples) printSteps(out io.Writer, types []string) {
+	order := []string{node.StepFetch, node.StepConsensus, node.StepValidate, node.StepRecorded, node.StepSent, node.StepSubmitted}
+	fmt.Fprintln(out, "\nwhere the time goes: median ms after the duty's start at which the fastest node reached each step")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "duty\t"+strings.Join(order, "\t")+"\t")
+	for _, t := range types {
+		if len(b.steps[t]) == 0 {
+			continue
+		}
+		row := []string{t}
+		for _, step := range order {
+			var v []float64
+			for _, at := range b.steps[t] {
+				if ms, ok := at[step]; ok {
+					v = append(v, ms)
+				}
+			}
+			sort.Float64s(v)
+			if len(v) == 0 {
+				row = append(row, "-")
+			} else {
+				row = append(row, fmt.Sprintf("%.0f", percentile(v, 0.5)))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
 }
 
 func percentile(sorted []float64, p float64) float64 {
@@ -243,6 +291,7 @@ func benchReport(out io.Writer, o benchOpts, st simbeacon.Stats, s *benchSamples
 		}
 	}
 	tw.Flush()
+	s.printSteps(out, types)
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "node\tCPU s/slot\tCPU % of slot\tpeak RSS MiB\theap live MiB first\tlast\tmax\t")
 	for i := range cpu0 {

@@ -45,9 +45,10 @@ type runLocalOpts struct {
 	adminBase      int
 	logLevel       string
 	readyTimeout   time.Duration
-	networkSize    uint64 // validators of the simulated network; 0: the cluster's only
-	builderBlocks  bool   // the simulated beacon node answers blinded (builder) blocks
-	dkg            bool   // create a missing cluster with a DKG among local processes
+	networkSize    uint64   // validators of the simulated network; 0: the cluster's only
+	builderBlocks  bool     // the simulated beacon node answers blinded (builder) blocks
+	dkg            bool     // create a missing cluster with a DKG among local processes
+	nodeArgs       []string // extra 'dvmesh run' flags for every node
 }
 
 func newRunLocalCmd() *cobra.Command {
@@ -215,6 +216,7 @@ func startNodes(l *lock.Lock, o runLocalOpts, beaconURL, runDir string) ([]*loca
 			"--monitoring-addr", n.monitoring,
 			"--admin-addr", fmt.Sprintf("127.0.0.1:%d", o.adminBase+i-1),
 			"--log-level", o.logLevel)
+		n.cmd.Args = append(n.cmd.Args, o.nodeArgs...)
 		n.cmd.Stdout, n.cmd.Stderr = logFile, logFile
 		if err := n.cmd.Start(); err != nil {
 			logFile.Close()
