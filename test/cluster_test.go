@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -54,12 +55,17 @@ type cluster struct {
 
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
+	// Ports below the kernel's ephemeral range (32768 and up): a port taken with :0 and closed
+	// can be handed to an outgoing connection before the node binds it, these cannot.
 	var out []string
 	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 1000 {
+			t.Fatal("no free ports below 32768")
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(22000)))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		lns = append(lns, ln)
 		out = append(out, ln.Addr().String())

@@ -26,7 +26,8 @@ func TestParseKill(t *testing.T) {
 func freePortBlock(t *testing.T, n int) int {
 	t.Helper()
 	for try := 0; try < 50; try++ {
-		base := 20000 + rand.IntN(30000)
+		// Below the kernel's ephemeral range (32768 and up), which outgoing connections use.
+		base := 10000 + rand.IntN(22000-n)
 		var lns []net.Listener
 		ok := true
 		for p := base; p < base+n; p++ {
