@@ -39,6 +39,7 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := s.clock()
+	s.batchVerifyAttestations(raw)
 	var failures []indexedFailure
 	for i, m := range raw {
 		var att electra.SingleAttestation
@@ -72,6 +73,28 @@ func (s *Sim) handleSubmitAttestations(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// batchVerifyAttestations pre-verifies the signatures of a submission's attestations in batches
+// (see batchVerify); what does not parse is left to the per-attestation checks.
+func (s *Sim) batchVerifyAttestations(raw []json.RawMessage) {
+	items := make([]signedBy, 0, len(raw))
+	for _, m := range raw {
+		var att electra.SingleAttestation
+		if json.Unmarshal(m, &att) != nil || att.Data == nil || att.Data.Target == nil {
+			continue
+		}
+		domain, err := s.domainAt(signing.DomainBeaconAttester, att.Data.Target.Epoch)
+		if err != nil {
+			continue
+		}
+		root, err := signingRoot(att.Data, domain)
+		if err != nil {
+			continue
+		}
+		items = append(items, signedBy{index: att.AttesterIndex, root: root, sig: att.Signature})
+	}
+	s.batchVerify(items)
 }
 
 // checkAttestation returns why att is refused at time c, or "" if it is valid, and the duty it

@@ -10,6 +10,7 @@ import (
 	eth2api "github.com/attestantio/go-eth2-client/api"
 	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
 	"github.com/attestantio/go-eth2-client/spec"
+	"github.com/attestantio/go-eth2-client/spec/electra"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 )
 
@@ -242,5 +243,48 @@ func TestSimEndpoints(t *testing.T) {
 	}
 	if st := e.sim.Stats(); st.Started {
 		t.Errorf("started before the new genesis: %+v", st)
+	}
+}
+
+// TestBatchVerifiedSubmission: a submission's valid attestations are verified in one batch per
+// signing root and remembered; a batch with a bad signature remembers none of it (the test above
+// shows the per-attestation check then names the bad one).
+func TestBatchVerifiedSubmission(t *testing.T) {
+	e := newEnv(t, testSlot/2)
+	bySlot, slot := dutiesAt(t, e)
+	if len(bySlot[slot]) < 2 {
+		t.Skip("fewer than two attesters in the slot")
+	}
+	e.atSlot(slot, 0.5)
+	data := e.data(t, slot)
+	var atts []*spec.VersionedAttestation
+	for _, d := range bySlot[slot] {
+		atts = append(atts, versioned(d, data, e.sign(t, e.keys[d.ValidatorIndex], data)))
+	}
+	e.sim.seenMu.Lock()
+	before := len(e.sim.seen)
+	e.sim.seenMu.Unlock()
+	// Only the batch pre-check can fill the cache before the per-attestation checks run: call it
+	// alone first, then submit.
+	var raw []json.RawMessage
+	for _, a := range atts {
+		b, err := json.Marshal(&electra.SingleAttestation{CommitteeIndex: data.Index, AttesterIndex: *a.ValidatorIndex, Data: a.Fulu.Data, Signature: a.Fulu.Signature})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw = append(raw, b)
+	}
+	e.sim.batchVerifyAttestations(raw)
+	e.sim.seenMu.Lock()
+	after := len(e.sim.seen)
+	e.sim.seenMu.Unlock()
+	if after-before != len(atts) {
+		t.Fatalf("batch remembered %d of %d valid signatures", after-before, len(atts))
+	}
+	if err := e.submit(atts...); err != nil {
+		t.Fatalf("valid batch: %v", err)
+	}
+	if r := row(t, e.sim.Stats(), slot); r.Correct != uint64(len(atts)) {
+		t.Errorf("row %+v, want %d correct", r, len(atts))
 	}
 }
