@@ -185,6 +185,14 @@ type block struct {
 	Graffiti       string // printable prefix
 	SyncBits       []byte // sync_aggregate.sync_committee_bits
 	Attestations   int
+	Votes          []vote // what the attestations vote for
+}
+
+// vote summarises one attestation of a block: its slot, head vote and how many bits it has.
+type vote struct {
+	Slot uint64
+	Head string // short root
+	Bits int
 }
 
 // block returns the block with the given id (slot or root); nil, nil when there is none.
@@ -214,8 +222,29 @@ func (a *api) block(id string) (*block, error) {
 	m := r.Data.Message
 	g, _ := hex.DecodeString(strings.TrimPrefix(m.Body.Graffiti, "0x"))
 	bits, _ := hex.DecodeString(strings.TrimPrefix(m.Body.SyncAggregate.Bits, "0x"))
-	return &block{Slot: u64(m.Slot), Proposer: u64(m.ProposerIndex), Graffiti: strings.TrimRight(string(g), "\x00"),
-		SyncBits: bits, Attestations: len(m.Body.Attestations)}, nil
+	b := &block{Slot: u64(m.Slot), Proposer: u64(m.ProposerIndex), Graffiti: strings.TrimRight(string(g), "\x00"),
+		SyncBits: bits, Attestations: len(m.Body.Attestations)}
+	for _, raw := range m.Body.Attestations {
+		var att struct {
+			Bits string `json:"aggregation_bits"`
+			Data struct {
+				Slot string `json:"slot"`
+				Head string `json:"beacon_block_root"`
+			} `json:"data"`
+		}
+		if json.Unmarshal(raw, &att) != nil {
+			continue
+		}
+		ab, _ := hex.DecodeString(strings.TrimPrefix(att.Bits, "0x"))
+		n := 0
+		for _, x := range ab {
+			for ; x != 0; x &= x - 1 {
+				n++
+			}
+		}
+		b.Votes = append(b.Votes, vote{Slot: u64(att.Data.Slot), Head: att.Data.Head[:min(len(att.Data.Head), 10)], Bits: n - 1}) // minus the bitlist's length bit
+	}
+	return b, nil
 }
 
 // seenBlock is a block the beacon node imported, as its event stream announced it.
