@@ -161,6 +161,39 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		good = nil
 	}
 
+	out, recErrs := a.store(k, s, roots, from, good)
+	return out, append(errs, recErrs...)
+}
+
+// AddOwn stores this node's own partials of duty k, as signed (share index from): they need no
+// parsing and no verification (a wrong share cannot pass the recovered signature's check under
+// the group key). It returns the signatures this completes. k must be expected (Expect).
+func (a *aggregator) AddOwn(k dutyKey, from uint64, pks []phase0.BLSPubKey, sigs []*bls.Sign) ([]fullSig, []error) {
+	if len(pks) != len(sigs) {
+		return nil, []error{fmt.Errorf("%s: %d own partials for %d validators", k, len(sigs), len(pks))}
+	}
+	a.mu.Lock()
+	s := a.state(k)
+	roots := s.roots
+	a.mu.Unlock()
+	if roots == nil {
+		return nil, []error{fmt.Errorf("%s: own partials before the duty is expected", k)}
+	}
+	own := make([]signed, 0, len(pks))
+	for i, pk := range pks {
+		root, ok := roots[pk]
+		if !ok {
+			return nil, []error{fmt.Errorf("%s: own partial of %#x, which has no part in the duty", k, pk)}
+		}
+		own = append(own, signed{pk: pk, root: root, sig: sigs[i]})
+	}
+	return a.store(k, s, roots, from, own)
+}
+
+// store keeps verified partials of share index from, and recovers and verifies the group
+// signatures they complete.
+func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]phase0.Root, from uint64, good []signed) ([]fullSig, []error) {
+	var errs []error
 	type ready struct {
 		pk       phase0.BLSPubKey
 		partials map[uint64]*bls.Sign

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
+	"github.com/herumi/bls-eth-go-binary/bls"
 
 	"github.com/dvmesh/dvmesh/p2p"
 	"github.com/dvmesh/dvmesh/signing"
@@ -157,5 +158,36 @@ func TestAggregator_EarlyPartialsVerifiedAsSent(t *testing.T) {
 	}
 	if s, e := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)}); len(s) != 2 || len(e) != 0 {
 		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(s), e)
+	}
+}
+
+// TestAggregator_AddOwnNeedsNoParsing: this node's own partials go in as points, and with two
+// peers' partials they recover a signature that verifies under the group key.
+func TestAggregator_AddOwnNeedsNoParsing(t *testing.T) {
+	ids := loadAll(t, 1)
+	pk := ids[0].Pubkeys()[0]
+	root := phase0.Root{4, 2}
+	key := dutyKey{Slot: 2, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	own := signing.SignSameMessageParsed([]*bls.SecretKey{ids[0].Shares[pk]}, root[:])
+	if _, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{pk}, own); len(errs) != 1 {
+		t.Fatalf("own partials before the duty is expected: errs %v, want one", errs)
+	}
+	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	if sigs, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{pk}, own); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("own partial alone: %v %v", sigs, errs)
+	}
+	agg.Add(key, 2, []p2p.Partial{partial(ids[1], pk, root)})
+	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pk, root)})
+	if len(sigs) != 1 || len(errs) != 0 {
+		t.Fatalf("third partial: sigs %v errs %v", sigs, errs)
+	}
+	if err := signing.Verify(pk[:], root[:], sigs[0].Signature[:]); err != nil {
+		t.Fatalf("recovered signature: %v", err)
+	}
+	// A validator outside the duty is refused.
+	other := phase0.BLSPubKey{1}
+	if _, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{other}, own); len(errs) != 1 {
+		t.Fatalf("own partial outside the duty: errs %v", errs)
 	}
 }

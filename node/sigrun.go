@@ -204,6 +204,10 @@ func (n *Node) sendPartials(ctx context.Context, key dutyKey, items []toSign, lo
 		byRoot[it.root] = append(byRoot[it.root], it.pubkey)
 	}
 	msg := p2p.Message{Slot: uint64(key.Slot), DutyType: key.Type}
+	var (
+		ownPks  []phase0.BLSPubKey
+		ownSigs []*bls.Sign
+	)
 	for _, root := range order {
 		pks := byRoot[root]
 		keys := make([]*bls.SecretKey, len(pks))
@@ -213,14 +217,20 @@ func (n *Node) sendPartials(ctx context.Context, key dutyKey, items []toSign, lo
 				return fmt.Errorf("no key share for %#x", pk)
 			}
 		}
-		for i, sig := range signing.SignSameMessage(keys, root[:]) {
-			msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: pks[i][:], SigningRoot: root[:], Signature: sig})
+		sigs := signing.SignSameMessageParsed(keys, root[:])
+		for i, sig := range sigs {
+			msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: pks[i][:], SigningRoot: root[:], Signature: sig.Serialize()})
 		}
+		ownPks, ownSigs = append(ownPks, pks...), append(ownSigs, sigs...)
 	}
 	n.metrics.partialsSent.Add(float64(len(msg.Partials)))
-	sigs, errs := n.agg.Add(key, n.id.ShareIndex, msg.Partials)
+	// Send first and keep the own partials meanwhile: the peers' recoveries wait on the message,
+	// this node's on theirs.
+	sent := make(chan error, 1)
+	go func() { sent <- n.ex.Broadcast(ctx, msg) }()
+	sigs, errs := n.agg.AddOwn(key, n.id.ShareIndex, ownPks, ownSigs)
 	n.handleFull(key, sigs, errs)
-	if err := n.ex.Broadcast(ctx, msg); err != nil {
+	if err := <-sent; err != nil {
 		// Peers that are down miss our partials; the others can still reach the threshold.
 		log.Debug("Partials not delivered to every peer", "err", err)
 	}

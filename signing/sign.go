@@ -16,7 +16,18 @@ const parallelSignMin = 64
 // once and each signature is one scalar multiplication (the hash is most of a single signing's
 // cost); large batches use every core.
 func SignSameMessage(keys []*bls.SecretKey, msg []byte) [][]byte {
-	out := make([][]byte, len(keys))
+	sigs := SignSameMessageParsed(keys, msg)
+	out := make([][]byte, len(sigs))
+	for i, s := range sigs {
+		out[i] = s.Serialize()
+	}
+	return out
+}
+
+// SignSameMessageParsed is SignSameMessage returning the signatures as points, for a caller that
+// keeps using them (this node's own partials need no parsing and no verification).
+func SignSameMessageParsed(keys []*bls.SecretKey, msg []byte) []*bls.Sign {
+	out := make([]*bls.Sign, len(keys))
 	if len(keys) == 0 {
 		return out
 	}
@@ -24,7 +35,7 @@ func SignSameMessage(keys []*bls.SecretKey, msg []byte) [][]byte {
 	sign := func(i int) {
 		var s bls.G2
 		bls.G2Mul(&s, bls.CastFromSign(h), bls.CastFromSecretKey(keys[i]))
-		out[i] = bls.CastToSign(&s).Serialize()
+		out[i] = bls.CastToSign(&s)
 	}
 	workers := 1
 	if len(keys) >= parallelSignMin {
