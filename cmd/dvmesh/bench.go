@@ -122,8 +122,10 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	if err := waitReady(ctx, nodes, lo.readyTimeout); err != nil {
 		return err
 	}
-	genesis := time.Unix(time.Now().Add(2*time.Second).Unix()+1, 0)
-	sim.SetGenesis(genesis)
+	genesis, err := setGenesis(ctx, sim, nodes)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "%d nodes ready; network of %d validators; genesis at %s; %d slots of %s\n", len(nodes), o.networkSize,
 		genesis.Format(time.TimeOnly), o.slots, slotDur)
 	time.Sleep(time.Until(genesis))

@@ -165,9 +165,10 @@ func runLocal(ctx context.Context, out io.Writer, o runLocalOpts) error {
 	if err := waitReady(ctx, nodes, o.readyTimeout); err != nil {
 		return err
 	}
-	// Genesis a little after every node is ready, on a whole second (the API's genesis time is in seconds).
-	genesis := time.Unix(time.Now().Add(2*time.Second).Unix()+1, 0)
-	sim.SetGenesis(genesis)
+	genesis, err := setGenesis(ctx, sim, nodes)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "All %d nodes ready; genesis at %s, %d slots of %s\n", len(nodes), genesis.Format(time.TimeOnly), o.slots, o.slotDuration)
 
 	leaderLosses, err := drive(ctx, out, sim, nodes, genesis, o, plan)
@@ -262,6 +263,35 @@ func getJSON(url string, v any) error {
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// setGenesis sets the simulated chain's genesis a little after now, on a whole second (the API's
+// genesis time is in seconds), and returns once every node has connected to the chain. A node
+// connects only once the genesis is known, and its slashing DB may register the validators as
+// never having signed only before genesis: a node still connecting at genesis would refuse to
+// sign, so that is an error (moving the genesis would leave the connected nodes on the old one).
+func setGenesis(ctx context.Context, sim *simbeacon.Sim, nodes []*localNode) (time.Time, error) {
+	const lead = 8 * time.Second
+	genesis := time.Unix(time.Now().Add(lead).Unix()+1, 0)
+	sim.SetGenesis(genesis)
+	for _, n := range nodes {
+		for {
+			var st node.Status
+			if err := getJSON("http://"+n.monitoring+"/status", &st); err == nil && st.ChainConnected {
+				break
+			}
+			if time.Until(genesis) < 500*time.Millisecond {
+				return time.Time{}, fmt.Errorf("node %d had not connected to the chain %s after the genesis was set (is the machine overloaded?); its log %s ends:\n%s",
+					n.index, lead, n.logPath, tail(n.logPath, 15))
+			}
+			select {
+			case <-ctx.Done():
+				return time.Time{}, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return genesis, nil
 }
 
 func waitReady(ctx context.Context, nodes []*localNode, timeout time.Duration) error {
