@@ -197,7 +197,7 @@ func (n *Node) runAggregator(ctx context.Context, slot phase0.Slot, duties []*at
 			out = append(out, v)
 			pks = append(pks, s.Pubkey)
 		}
-		d.submitted(pks, n.beacon.SubmitAggregateAttestations(ctx, out))
+		d.submit(pks, func() error { return n.beacon.SubmitAggregateAttestations(ctx, out) })
 	})
 }
 

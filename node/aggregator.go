@@ -48,6 +48,11 @@ type dutyState struct {
 	partials map[phase0.BLSPubKey]map[uint64]*bls.Sign // verified partials
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
+	// work serialises the verification of the duty's messages: the peers' messages arrive
+	// together, and one at a time the last ones find their validators recovered and skip them
+	// (with t of n, n-t messages per duty are then never parsed), instead of all being verified
+	// at once on a busy machine.
+	work sync.Mutex
 }
 
 type indexedPartial struct {
@@ -127,9 +132,15 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		return nil, errs
 	}
 	roots := s.roots
+	a.mu.Unlock()
+	s.work.Lock()
+	defer s.work.Unlock()
 	// Partials of validators already recovered are not even parsed: with t of n nodes a duty
-	// completes before the last peers' partials arrive, and parsing a G2 point is costly.
+	// completes before the last peers' partials arrive, and parsing a G2 point is costly. A
+	// validator's second partial in one message is refused unparsed.
 	pending := make([]p2p.Partial, 0, len(partials))
+	inMsg := make(map[phase0.BLSPubKey]bool, len(partials))
+	a.mu.Lock()
 	for _, p := range partials {
 		var pk phase0.BLSPubKey
 		if len(p.GroupPubkey) == len(pk) {
@@ -137,6 +148,11 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 			if s.done[pk] {
 				continue
 			}
+			if inMsg[pk] {
+				errs = append(errs, fmt.Errorf("%s: share %d sent two partials for %#x; the second is dropped", k, from, pk))
+				continue
+			}
+			inMsg[pk] = true
 		}
 		pending = append(pending, p)
 	}
@@ -179,6 +195,8 @@ func (a *aggregator) AddOwn(k dutyKey, from uint64, pks []phase0.BLSPubKey, sigs
 	if roots == nil {
 		return nil, []error{fmt.Errorf("%s: own partials before the duty is expected", k)}
 	}
+	s.work.Lock()
+	defer s.work.Unlock()
 	own := make([]signed, 0, len(pks))
 	for i, pk := range pks {
 		root, ok := roots[pk]

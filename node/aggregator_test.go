@@ -191,3 +191,22 @@ func TestAggregator_AddOwnNeedsNoParsing(t *testing.T) {
 		t.Fatalf("own partial outside the duty: errs %v", errs)
 	}
 }
+
+// TestAggregator_DuplicatePartialInMessage: a validator's second partial in one message is
+// refused without parsing; the first still counts.
+func TestAggregator_DuplicatePartialInMessage(t *testing.T) {
+	ids := loadAll(t, 1)
+	pk := ids[0].Pubkeys()[0]
+	root := phase0.Root{3}
+	key := dutyKey{Slot: 2, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	p := partial(ids[1], pk, root)
+	if sigs, errs := agg.Add(key, 2, []p2p.Partial{p, p}); len(sigs) != 0 || len(errs) != 1 {
+		t.Fatalf("duplicate: sigs %v errs %v, want one refusal", sigs, errs)
+	}
+	agg.Add(key, 3, []p2p.Partial{partial(ids[2], pk, root)})
+	if sigs, errs := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pk, root)}); len(sigs) != 1 || len(errs) != 0 {
+		t.Fatalf("share 2's first partial did not count: sigs %v errs %v", sigs, errs)
+	}
+}

@@ -88,7 +88,7 @@ func (n *Node) runAttester(ctx context.Context, slot phase0.Slot, duties []*atte
 	}
 	run.collect(ctx, n.linger(), func(sigs []fullSig) {
 		atts, pks := buildAttestations(sigs, byPubkey, decided, version)
-		d.submitted(pks, n.beacon.SubmitAttestations(ctx, atts))
+		d.submit(pks, func() error { return n.beacon.SubmitAttestations(ctx, atts) })
 	})
 }
 

@@ -142,7 +142,7 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 		d.fail(StepSent, ReasonInsufficientPartials, err)
 		return
 	}
-	d.submitted([]phase0.BLSPubKey{duty.Pubkey}, n.submitProposal(ctx, decided, sig))
+	d.submit([]phase0.BLSPubKey{duty.Pubkey}, func() error { return n.submitProposal(ctx, decided, sig) })
 }
 
 // signingRoot is compute_signing_root(obj, domain of domainType at epoch).

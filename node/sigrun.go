@@ -295,6 +295,12 @@ func (d *dutyExec) fail(step, reason string, err error) {
 	d.log.Warn("Duty failed", "step", step, "reason", reason, "err", err)
 }
 
+// submit makes the submission call for pubkeys and books it.
+func (d *dutyExec) submit(pubkeys []phase0.BLSPubKey, call func() error) {
+	d.step(StepSubmitting)
+	d.submitted(pubkeys, call())
+}
+
 // submitted books a submission of count signatures for pubkeys, or its failure.
 func (d *dutyExec) submitted(pubkeys []phase0.BLSPubKey, err error) {
 	n, t := d.n, metricType(d.key.Type)

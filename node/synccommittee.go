@@ -100,7 +100,7 @@ func (n *Node) runSyncMessage(ctx context.Context, slot phase0.Slot, duties []*s
 				pks = append(pks, s.Pubkey)
 			}
 		}
-		d.submitted(pks, n.beacon.SubmitSyncCommitteeMessages(ctx, msgs))
+		d.submit(pks, func() error { return n.beacon.SubmitSyncCommitteeMessages(ctx, msgs) })
 	})
 }
 
@@ -287,7 +287,7 @@ func (n *Node) runSyncContributions(ctx context.Context, slot phase0.Slot, dutie
 		d.fail(StepSent, ReasonInsufficientPartials, ErrInsufficientPartials)
 		return
 	}
-	d.submitted(signed, n.beacon.SubmitSyncCommitteeContributions(ctx, out))
+	d.submit(signed, func() error { return n.beacon.SubmitSyncCommitteeContributions(ctx, out) })
 }
 
 // fetchContributions fetches each subcommittee's contribution and encodes them for agreement.

@@ -42,7 +42,10 @@ const (
 	StepValidate  = "validate"
 	StepRecorded  = "slashing_recorded"
 	StepSent      = "partials_sent"
-	StepSubmitted = "submitted"
+	// StepSubmitting is when the submission call to the beacon node is made (its answer time,
+	// up to StepSubmitted, is the beacon node's).
+	StepSubmitting = "submitting"
+	StepSubmitted  = "submitted"
 )
 
 // StepTime is when a step finished, in milliseconds after the duty's slot started.
