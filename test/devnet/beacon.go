@@ -96,6 +96,23 @@ func (a *api) liveness(epoch uint64, ids []string) (map[uint64]bool, error) {
 	return out, nil
 }
 
+// headSlot is the slot of the beacon node's head block.
+func (a *api) headSlot() (uint64, error) {
+	var r struct {
+		Data struct {
+			Header struct {
+				Message struct {
+					Slot string `json:"slot"`
+				} `json:"message"`
+			} `json:"header"`
+		} `json:"data"`
+	}
+	if err := a.get("/eth/v1/beacon/headers/head", &r); err != nil {
+		return 0, err
+	}
+	return u64(r.Data.Header.Message.Slot), nil
+}
+
 func (a *api) finality() (justified, finalized uint64, err error) {
 	var r struct {
 		Data struct {
