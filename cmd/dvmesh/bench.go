@@ -149,7 +149,7 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 		case <-time.After(min(time.Until(next), time.Until(end))):
 		}
 		// The trackers keep 64 slots: collect well within that.
-		next = next.Add(16 * slotDur)
+		next = next.Add(heapEverySlots * slotDur)
 		for i, n := range nodes {
 			samples.collect(n)
 			if h, err := scrapeGauge(n.monitoring, "dvmesh_go_heap_live_bytes"); err == nil {
@@ -173,6 +173,10 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 	stopNodes(nodes)
 	return benchReport(out, o, st, samples, cpu0, cpu1, rss, heaps, slotDur)
 }
+
+// heapEverySlots is how often the bench samples the tracker records and the heap (the trackers
+// keep 64 slots).
+const heapEverySlots = 16
 
 // benchSamples are per duty type and slot the cluster's fastest start-to-submission latency,
 // and that record's step times (ms after its start), which show where the latency goes.
@@ -310,6 +314,15 @@ func benchReport(out io.Writer, o benchOpts, st simbeacon.Stats, s *benchSamples
 			first/(1<<20), last/(1<<20), mx/(1<<20))
 	}
 	tw.Flush()
+	// The series shows whether the heap is flat over the run, not just its ends.
+	fmt.Fprintf(out, "\nGo heap live after GC, MiB, every %d slots:\n", heapEverySlots)
+	for i, h := range heaps {
+		parts := make([]string, len(h))
+		for j, v := range h {
+			parts[j] = fmt.Sprintf("%.1f", v/(1<<20))
+		}
+		fmt.Fprintf(out, "  node %d: %s\n", i+1, strings.Join(parts, " "))
+	}
 	if len(failures) > 0 {
 		return fmt.Errorf("bench failed: %s", strings.Join(failures, "; "))
 	}
