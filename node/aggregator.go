@@ -35,6 +35,7 @@ type fullSig struct {
 // are held (bounded) and verified when it does. Safe for concurrent use.
 type aggregator struct {
 	threshold    int
+	self         uint64 // this node's share index: its own partials are stored unverified
 	maxEarly     int
 	publicShares map[phase0.BLSPubKey]map[uint64]*bls.PublicKey
 	groupKeys    map[phase0.BLSPubKey]*bls.PublicKey
@@ -63,6 +64,7 @@ type indexedPartial struct {
 func newAggregator(threshold int, id *Identity) *aggregator {
 	return &aggregator{
 		threshold:    threshold,
+		self:         id.ShareIndex,
 		maxEarly:     len(id.Lock.Operators) * len(id.GroupKeys),
 		publicShares: id.PublicShares,
 		groupKeys:    id.GroupKeys,
@@ -245,11 +247,11 @@ func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]p
 		}
 		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig})
 	}
-	// Recovered signatures come from verified partials, so a failure here is a bug: bisect to
-	// name the culprit.
+	// Peers' partials were verified; this node's own were not (AddOwn). A failure here is
+	// then this node's share (a corrupt key file) or a bug: bisect to name the validators.
 	valid, invalid := verifyBatches(recovered, true)
-	for _, c := range invalid {
-		errs = append(errs, fmt.Errorf("%s: recovered signature of %#x does not verify under the group key", k, c.pk))
+	if len(invalid) > 0 {
+		errs = append(errs, a.dropOwn(k, s, invalid)...)
 	}
 	out := make([]fullSig, 0, len(valid))
 	for _, c := range valid {
@@ -258,6 +260,27 @@ func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]p
 		out = append(out, fs)
 	}
 	return out, errs
+}
+
+// dropOwn handles recovered signatures that failed under their group keys. Where this node's
+// own unverified partial was one of the combined, it is dropped and the validator reopened,
+// so the peers' verified partials can still reach the threshold without it; a node with a bad
+// share must not block the cluster's signature. Otherwise (a bug) the validator stays done.
+func (a *aggregator) dropOwn(k dutyKey, s *dutyState, invalid []signed) []error {
+	errs := make([]error, 0, len(invalid))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, c := range invalid {
+		if _, own := s.partials[c.pk][a.self]; own {
+			delete(s.partials[c.pk], a.self)
+			s.done[c.pk] = false
+			errs = append(errs, fmt.Errorf("%s: %w: recovered signature of %#x does not verify under the group key; "+
+				"this node's partial (share %d) is dropped and the peers' are awaited", k, ErrOwnShare, c.pk, a.self))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s: recovered signature of %#x does not verify under the group key", k, c.pk))
+	}
+	return errs
 }
 
 // signed is a parsed signature with the key and root it must verify under.
@@ -321,6 +344,10 @@ func (a *aggregator) parse(roots map[phase0.BLSPubKey]phase0.Root, from uint64, 
 
 // ErrBadBatch marks a peer's partials whose randomised batch check failed.
 var ErrBadBatch = errors.New("bad partial signature batch")
+
+// ErrOwnShare marks a recovered signature that failed with this node's own partial in it: the
+// node's key share of that validator is likely wrong.
+var ErrOwnShare = errors.New("own partial signature does not combine")
 
 // verifyBatches splits cs into valid and invalid signatures with one randomised batch check per
 // signing root. A failed batch is bisected when bisect is set, else all of it is invalid.

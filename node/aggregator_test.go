@@ -210,3 +210,39 @@ func TestAggregator_DuplicatePartialInMessage(t *testing.T) {
 		t.Fatalf("share 2's first partial did not count: sigs %v errs %v", sigs, errs)
 	}
 }
+
+// TestAggregator_BadOwnShareDoesNotBlockPeers: own partials are stored unverified, so a wrong
+// own share (a corrupt key file) spoils the first recovery. The own partial is then dropped
+// and the validator reopened, and the peers' verified partials still recover the signature.
+func TestAggregator_BadOwnShareDoesNotBlockPeers(t *testing.T) {
+	ids := loadAll(t, 2)
+	pks := ids[0].Pubkeys()
+	root := phase0.Root{7, 7}
+	key := dutyKey{Slot: 3, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
+	agg.Expect(key, roots)
+	var wrong bls.SecretKey
+	wrong.SetByCSPRNG()
+	// The first validator's own partial is made with a wrong share, the second's is right.
+	own := signing.SignSameMessageParsed([]*bls.SecretKey{&wrong, ids[0].Shares[pks[1]]}, root[:])
+	if sigs, errs := agg.AddOwn(key, 1, pks, own); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("own partials alone: %v %v", sigs, errs)
+	}
+	agg.Add(key, 2, []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[1], pks[1], root)})
+	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)})
+	if len(sigs) != 1 || sigs[0].Pubkey != pks[1] {
+		t.Fatalf("share 3: sigs %v, want only the second validator's", sigs)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], ErrOwnShare) {
+		t.Fatalf("share 3: errs %v, want one ErrOwnShare", errs)
+	}
+	// The fourth share's partial completes the first validator without this node's.
+	sigs, errs = agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)})
+	if len(sigs) != 1 || sigs[0].Pubkey != pks[0] || len(errs) != 0 {
+		t.Fatalf("share 4: sigs %v errs %v, want the first validator's signature", sigs, errs)
+	}
+	if err := signing.Verify(pks[0][:], root[:], sigs[0].Signature[:]); err != nil {
+		t.Fatalf("recovered signature: %v", err)
+	}
+}

@@ -312,9 +312,14 @@ func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
 // handleFull hands recovered signatures to their duty's run, and logs refused partials.
 func (n *Node) handleFull(key dutyKey, sigs []fullSig, errs []error) {
 	for _, err := range errs {
-		if errors.Is(err, ErrBadBatch) {
+		switch {
+		case errors.Is(err, ErrBadBatch):
 			n.metrics.partials.WithLabelValues("bad_batch").Inc()
-		} else {
+		case errors.Is(err, ErrOwnShare):
+			n.metrics.partials.WithLabelValues("own_dropped").Inc()
+			n.log.Error("This node's partial did not combine: check its key share", "slot", key.Slot, "duty", key.Type, "err", err)
+			continue
+		default:
 			n.metrics.partials.WithLabelValues("invalid").Inc()
 		}
 		n.log.Warn("Partial signature refused", "slot", key.Slot, "duty", key.Type, "err", err)

@@ -41,7 +41,7 @@ func newMetrics() *metrics {
 			Name: "dvmesh_slashing_refusals_total", Help: "Signings the slashing-protection DB refused, by rule.",
 		}, []string{"rule"}),
 		partials: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dvmesh_partials_received_total", Help: "Partial signatures received from peers, by verdict.",
+			Name: "dvmesh_partials_received_total", Help: "Partial signatures received from peers, by verdict; own_dropped counts this node's own partials that did not combine (a wrong key share).",
 		}, []string{"result"}),
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dvmesh_submissions_total", Help: "Signed messages submitted to the beacon node, by type and result.",
