@@ -234,7 +234,7 @@ func (b *benchSamples) collect(n *localNode) {
 // printSteps prints per duty type the median time after the duty's start at which the fastest
 // node's record reached each step: where the latency of the table above goes.
 func (b *benchSamples) printSteps(out io.Writer, types []string) {
-	order := []string{node.StepFetch, node.StepConsensus, node.StepValidate, node.StepRecorded, node.StepSent, node.StepSubmitting, node.StepSubmitted}
+	order := benchStepOrder
 	fmt.Fprintln(out, "\nwhere the time goes: median ms after the duty's start at which the fastest node reached each step")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "duty\t"+strings.Join(order, "\t")+"\t")
@@ -255,6 +255,36 @@ func (b *benchSamples) printSteps(out io.Writer, types []string) {
 				row = append(row, "-")
 			} else {
 				row = append(row, fmt.Sprintf("%.0f", percentile(v, 0.5)))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+var benchStepOrder = []string{node.StepFetch, node.StepConsensus, node.StepValidate, node.StepRecorded, node.StepSent, node.StepSubmitting, node.StepSubmitted}
+
+// printSlowest prints the n slowest samples of duty type t with their slot's place in the epoch
+// and their step times: what the tail (p99) is made of.
+func (b *benchSamples) printSlowest(out io.Writer, t string, n int, slotsPerEpoch uint64) {
+	slots := make([]uint64, 0, len(b.lat[t]))
+	for slot := range b.lat[t] {
+		slots = append(slots, slot)
+	}
+	if len(slots) == 0 {
+		return
+	}
+	sort.Slice(slots, func(i, j int) bool { return b.lat[t][slots[i]] > b.lat[t][slots[j]] })
+	fmt.Fprintf(out, "\nslowest %s samples: ms after the duty's start at which the fastest node reached each step\n", t)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "slot\tin epoch\tlatency\t"+strings.Join(benchStepOrder, "\t")+"\t")
+	for _, slot := range slots[:min(n, len(slots))] {
+		row := []string{fmt.Sprint(slot), fmt.Sprint(slot % max(slotsPerEpoch, 1)), fmt.Sprintf("%.0f", b.lat[t][slot])}
+		for _, step := range benchStepOrder {
+			if ms, ok := b.steps[t][slot][step]; ok {
+				row = append(row, fmt.Sprintf("%.0f", ms))
+			} else {
+				row = append(row, "-")
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
@@ -301,6 +331,7 @@ func benchReport(out io.Writer, o benchOpts, st simbeacon.Stats, s *benchSamples
 	}
 	tw.Flush()
 	s.printSteps(out, types)
+	s.printSlowest(out, "attester", 6, o.slotsPerEpoch)
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "node\tCPU s/slot\tCPU % of slot\tpeak RSS MiB\theap live MiB first\tlast\tmax\t")
 	for i := range cpu0 {
