@@ -234,16 +234,15 @@ func (b *benchSamples) collect(n *localNode) {
 // printSteps prints per duty type the median time after the duty's start at which the fastest
 // node's record reached each step: where the latency of the table above goes.
 func (b *benchSamples) printSteps(out io.Writer, types []string) {
-	order := benchStepOrder
 	fmt.Fprintln(out, "\nwhere the time goes: median ms after the duty's start at which the fastest node reached each step")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "duty\t"+strings.Join(order, "\t")+"\t")
+	fmt.Fprintln(tw, "duty\t"+strings.Join(benchStepOrder, "\t")+"\t")
 	for _, t := range types {
 		if len(b.steps[t]) == 0 {
 			continue
 		}
 		row := []string{t}
-		for _, step := range order {
+		for _, step := range benchStepOrder {
 			var v []float64
 			for _, at := range b.steps[t] {
 				if ms, ok := at[step]; ok {
@@ -262,6 +261,7 @@ func (b *benchSamples) printSteps(out io.Writer, types []string) {
 	tw.Flush()
 }
 
+// benchStepOrder is the order of a duty's tracker steps in the bench's tables.
 var benchStepOrder = []string{node.StepFetch, node.StepConsensus, node.StepValidate, node.StepRecorded, node.StepSent, node.StepSubmitting, node.StepSubmitted}
 
 // printSlowest prints the n slowest samples of duty type t with their slot's place in the epoch
