@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -304,9 +305,12 @@ func (n *Node) onPartials(from peer.ID, msg p2p.Message) {
 		return
 	}
 	key := dutyKey{Slot: slot, Type: msg.DutyType}
-	sigs, errs := n.agg.Add(key, idx, msg.Partials)
-	n.metrics.partials.WithLabelValues("received").Add(float64(len(msg.Partials)))
-	n.handleFull(key, sigs, errs)
+	// The type is known (checked above), so the label's values stay a small fixed set.
+	pprof.Do(context.Background(), dutyLabels(msg.DutyType), func(context.Context) {
+		sigs, errs := n.agg.Add(key, idx, msg.Partials)
+		n.metrics.partials.WithLabelValues("received").Add(float64(len(msg.Partials)))
+		n.handleFull(key, sigs, errs)
+	})
 }
 
 // handleFull hands recovered signatures to their duty's run, and logs refused partials.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"log/slog"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -23,22 +24,23 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	n.agg.Trim(slot - min(slot, 2))
 	n.tracker.Trim(slot - min(slot, trackerKeepSlots))
 	n.trimRuns(slot - min(slot, 2))
-	// spawn runs f with a deadline, owned by wg.
-	spawn := func(deadline time.Time, f func(context.Context)) {
+	// spawn runs f with a deadline, owned by wg, under the pprof label duty=<type> so that a
+	// CPU profile splits by duty type (go tool pprof -tagfocus duty=attester).
+	spawn := func(dutyType string, deadline time.Time, f func(context.Context)) {
 		dctx, cancel := context.WithDeadline(ctx, deadline)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer cancel()
-			f(dctx)
+			pprof.Do(dctx, dutyLabels(dutyType), f)
 		}()
 	}
 	slotEnd := chain.SlotStart(slot + 1)
 	first := n.firstSlot.CompareAndSwap(false, true)
 	if first || uint64(slot)%chain.SlotsPerEpoch == 0 {
-		spawn(slotEnd, func(ctx context.Context) { n.runEpochPreparations(ctx, slot) })
+		spawn("epoch_preparation", slotEnd, func(ctx context.Context) { n.runEpochPreparations(ctx, slot) })
 		if members := n.syncDutiesOf(epoch); len(members) > 0 {
-			spawn(slotEnd, func(ctx context.Context) { n.subscribeSync(ctx, epoch, members) })
+			spawn("sync_subscription", slotEnd, func(ctx context.Context) { n.subscribeSync(ctx, epoch, members) })
 		}
 	}
 	// Selection proofs are made a slot ahead (and for this slot right after start-up), so that
@@ -48,24 +50,24 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 			continue
 		}
 		if due := n.attesterDutiesAt(s); len(due) > 0 {
-			spawn(chain.SlotStart(s+1), func(ctx context.Context) { n.runSelections(ctx, s, due) })
+			spawn(dutySelection, chain.SlotStart(s+1), func(ctx context.Context) { n.runSelections(ctx, s, due) })
 		}
 		if members := n.syncDutiesOf(chain.EpochOf(s)); len(members) > 0 {
-			spawn(chain.SlotStart(s+1), func(ctx context.Context) { n.runSyncSelections(ctx, s, members) })
+			spawn(dutySyncSelection, chain.SlotStart(s+1), func(ctx context.Context) { n.runSyncSelections(ctx, s, members) })
 		}
 	}
 	// An attestation (and an aggregate, a block, a sync message) is worth little after its
 	// slot: that is each duty's deadline.
 	if due := n.attesterDutiesAt(slot); len(due) > 0 {
-		spawn(slotEnd, func(ctx context.Context) { n.runAttester(ctx, slot, due) })
-		spawn(slotEnd, func(ctx context.Context) { n.runAggregator(ctx, slot, due) })
+		spawn(dutyAttester, slotEnd, func(ctx context.Context) { n.runAttester(ctx, slot, due) })
+		spawn(dutyAggregator, slotEnd, func(ctx context.Context) { n.runAggregator(ctx, slot, due) })
 	}
 	for _, p := range n.proposerDutiesAt(slot) {
-		spawn(slotEnd, func(ctx context.Context) { n.runProposer(ctx, p) })
+		spawn(dutyProposer, slotEnd, func(ctx context.Context) { n.runProposer(ctx, p) })
 	}
 	if members := n.syncDutiesOf(epoch); len(members) > 0 {
-		spawn(slotEnd, func(ctx context.Context) { n.runSyncMessage(ctx, slot, members) })
-		spawn(slotEnd, func(ctx context.Context) { n.runSyncContributions(ctx, slot, members) })
+		spawn(dutySyncMessage, slotEnd, func(ctx context.Context) { n.runSyncMessage(ctx, slot, members) })
+		spawn(dutySyncContrib, slotEnd, func(ctx context.Context) { n.runSyncContributions(ctx, slot, members) })
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -52,6 +53,12 @@ func knownDutyType(t string) bool {
 		}
 	}
 	return false
+}
+
+// dutyLabels labels a duty's CPU work for profiles with its metric type (no sync subcommittee
+// suffix), so a profile splits by duty type: go tool pprof -tagfocus duty=attester.
+func dutyLabels(dutyType string) pprof.LabelSet {
+	return pprof.Labels("duty", metricType(dutyType))
 }
 
 // sigRun collects the recovered, verified group signatures of one duty.
