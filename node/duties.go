@@ -44,16 +44,32 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 		}
 	}
 	// Selection proofs are made a slot ahead (and for this slot right after start-up), so that
-	// the beacon node knows its aggregators before their slot.
+	// the beacon node knows its aggregators before their slot. The next slot's wait for half of
+	// this one: they cost as much as this slot's attestations (a partial per attester to sign,
+	// verify and recover), and made at the slot's start they would compete with them for the CPU
+	// once the head block comes early. Half a slot still leaves the beacon node half a slot
+	// before the slot starts and two thirds of one before its aggregation.
 	for _, s := range []phase0.Slot{slot, slot + 1} {
 		if !n.markStarted(dutyKey{Slot: s, Type: dutySelection}) {
 			continue
 		}
+		begin := chain.SlotStart(slot)
+		if s > slot {
+			begin = begin.Add(chain.SlotDuration / 2)
+		}
 		if due := n.attesterDutiesAt(s); len(due) > 0 {
-			spawn(dutySelection, chain.SlotStart(s+1), func(ctx context.Context) { n.runSelections(ctx, s, due) })
+			spawn(dutySelection, chain.SlotStart(s+1), func(ctx context.Context) {
+				if sleepUntil(ctx, begin) {
+					n.runSelections(ctx, s, due)
+				}
+			})
 		}
 		if members := n.syncDutiesOf(chain.EpochOf(s)); len(members) > 0 {
-			spawn(dutySyncSelection, chain.SlotStart(s+1), func(ctx context.Context) { n.runSyncSelections(ctx, s, members) })
+			spawn(dutySyncSelection, chain.SlotStart(s+1), func(ctx context.Context) {
+				if sleepUntil(ctx, begin) {
+					n.runSyncSelections(ctx, s, members)
+				}
+			})
 		}
 	}
 	// An attestation (and an aggregate, a block, a sync message) is worth little after its
