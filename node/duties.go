@@ -47,8 +47,8 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	// the beacon node knows its aggregators before their slot. The next slot's wait for half of
 	// this one: they cost as much as this slot's attestations (a partial per attester to sign,
 	// verify and recover), and made at the slot's start they would compete with them for the CPU
-	// once the head block comes early. Half a slot still leaves the beacon node half a slot
-	// before the slot starts and two thirds of one before its aggregation.
+	// once the head block comes early. Started half a slot in, they still reach the beacon node
+	// about half a slot before their slot starts, and 7/6 of a slot before its aggregation.
 	for _, s := range []phase0.Slot{slot, slot + 1} {
 		if !n.markStarted(dutyKey{Slot: s, Type: dutySelection}) {
 			continue
