@@ -182,6 +182,9 @@ func (n *Node) finishDuty(ctx context.Context, key dutyKey, log *slog.Logger) {
 
 // beaconReason tells a beacon node fault from a missed deadline.
 func beaconReason(err error) string {
+	if errors.Is(err, errStopped) {
+		return ReasonStopping
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return ReasonLate
 	}

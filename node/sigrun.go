@@ -313,10 +313,16 @@ func (d *dutyExec) submitted(pubkeys []phase0.BLSPubKey, err error) {
 	n, t := d.n, metricType(d.key.Type)
 	n.recordSubmission(d.key, pubkeys, err)
 	if err != nil {
+		reason := beaconReason(err)
 		n.metrics.submitted.WithLabelValues(t, "error").Add(float64(len(pubkeys)))
-		n.metrics.duties.WithLabelValues(t, "failed", ReasonBeaconError).Add(float64(len(pubkeys)))
-		n.tracker.Fail(d.key, StepSubmitted, beaconReason(err), err)
-		d.log.Warn("Submission failed", "count", len(pubkeys), "err", err)
+		n.metrics.duties.WithLabelValues(t, "failed", reason).Add(float64(len(pubkeys)))
+		n.tracker.Fail(d.key, StepSubmitted, reason, err)
+		if reason == ReasonStopping {
+			// Not the beacon node's answer: this node's shutdown cut the call short.
+			d.log.Info("Submission abandoned: node stopping", "count", len(pubkeys), "err", err)
+			return
+		}
+		d.log.Warn("Submission failed", "count", len(pubkeys), "reason", reason, "err", err)
 		return
 	}
 	since := time.Since(d.start)

@@ -30,6 +30,7 @@ const (
 	ReasonDuplicateInstance    = "duplicate_instance"    // this node halted: its identity runs twice
 	ReasonInsufficientPartials = "insufficient_partials" // fewer than threshold valid partials arrived in time
 	ReasonInternal             = "internal"              // a bug or a local fault (see detail)
+	ReasonStopping             = "stopping"              // the node was shutting down before the step finished
 )
 
 // Step names, in pipeline order.
@@ -268,6 +269,8 @@ func (n *Node) serveTracker() {
 // failureReason maps a duty error to the tracker's reason list.
 func failureReason(err error) string {
 	switch {
+	case errors.Is(err, errStopped): // first: a stop also cancels the duty's context
+		return ReasonStopping
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return ReasonLate
 	case errors.Is(err, ErrHalted):

@@ -55,9 +55,20 @@ func TestTracker_ReasonMapping(t *testing.T) {
 		ErrBlocked:                               ReasonDoppelganger,
 		fmt.Errorf("%w: bad", ErrInvalidDecided): ReasonInvalidDecided,
 		errors.New("disk on fire"):               ReasonInternal,
+		// A shutdown cancels the duty's context too; the stop, not lateness, is the cause.
+		errors.Join(fmt.Errorf("fetch: %w", errStopped), context.Canceled): ReasonStopping,
 	} {
 		if got := failureReason(err); got != want {
 			t.Errorf("failureReason(%v) = %s, want %s", err, got, want)
+		}
+	}
+	for err, want := range map[error]string{
+		fmt.Errorf("submit 5 aggregates: %w", errStopped): ReasonStopping,
+		context.DeadlineExceeded:                          ReasonLate,
+		errors.New("400 Bad Request"):                     ReasonBeaconError,
+	} {
+		if got := beaconReason(err); got != want {
+			t.Errorf("beaconReason(%v) = %s, want %s", err, got, want)
 		}
 	}
 	for rule, want := range map[slashingdb.Rule]string{

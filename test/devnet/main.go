@@ -581,10 +581,12 @@ func run(ctx context.Context, o options) (int, error) {
 	}
 	// A submission that ran out of its slot is not a refusal; around the leader loss (its slot
 	// is the fault budget) some may. Any answer other than a deadline is a refusal.
-	late, refused := submissionFailures(nodes, "aggregator")
+	// A call cut short by the harness's final stop is logged as abandoned, not failed, and is
+	// printed but not judged.
+	late, refused, abandoned := submissionFailures(nodes, "aggregator")
 	add("aggregations accepted", sub("aggregator", "ok") > 0 && refused == 0 && late <= lossBudget*len(nodes),
-		"%.0f aggregates accepted (HTTP 200), %d refused, %d submission calls past their slot (budget %d), over all nodes",
-		sub("aggregator", "ok"), refused, late, lossBudget*len(nodes))
+		"%.0f aggregates accepted (HTTP 200), %d refused, %d submission calls past their slot (budget %d), %d cut short by the final stop, over all nodes",
+		sub("aggregator", "ok"), refused, late, lossBudget*len(nodes), abandoned)
 	syncSet, syncPos := 0, 0
 	for e, r := range rows {
 		if e >= 1 {
@@ -647,8 +649,9 @@ func run(ctx context.Context, o options) (int, error) {
 }
 
 // submissionFailures counts, over the nodes' logs, the failed submission calls of duty type
-// typ that ran out of time and those the beacon node answered with an error.
-func submissionFailures(nodes []*dnode, typ string) (late, refused int) {
+// typ that ran out of time, those the beacon node answered with an error, and those the node's
+// own shutdown abandoned.
+func submissionFailures(nodes []*dnode, typ string) (late, refused, abandoned int) {
 	for _, n := range nodes {
 		b, err := os.ReadFile(n.logPath)
 		if err != nil {
@@ -656,17 +659,21 @@ func submissionFailures(nodes []*dnode, typ string) (late, refused int) {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if !strings.Contains(line, `msg="Submission failed"`) || !strings.Contains(line, " duty="+typ+" ") {
+			if !strings.Contains(line, " duty="+typ+" ") {
 				continue
 			}
-			if strings.Contains(line, "context deadline exceeded") {
+			switch {
+			case strings.Contains(line, `msg="Submission abandoned: node stopping"`):
+				abandoned++
+			case !strings.Contains(line, `msg="Submission failed"`):
+			case strings.Contains(line, "context deadline exceeded"):
 				late++
-			} else {
+			default:
 				refused++
 			}
 		}
 	}
-	return late, refused
+	return late, refused, abandoned
 }
 
 // killLeader SIGKILLs the node whose /status says it is the Raft leader.
