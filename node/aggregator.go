@@ -289,7 +289,6 @@ type signed struct {
 	root phase0.Root
 	key  *bls.PublicKey
 	sig  *bls.Sign
-	raw  []byte
 }
 
 type parsed struct {
@@ -335,11 +334,11 @@ func (a *aggregator) parse(roots map[phase0.BLSPubKey]phase0.Root, from uint64, 
 	if !ok {
 		return signed{}, fmt.Errorf("no public share %d", from)
 	}
-	sig, err := signing.ParseSignature(p.Signature)
+	sig, err := signing.ParsePeerSignature(p.Signature)
 	if err != nil {
 		return signed{}, err
 	}
-	return signed{pk: pk, root: root, key: share, sig: sig, raw: p.Signature}, nil
+	return signed{pk: pk, root: root, key: share, sig: sig}, nil
 }
 
 // ErrBadBatch marks a peer's partials whose randomised batch check failed.

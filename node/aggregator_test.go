@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/hex"
 	"errors"
 	"testing"
 
@@ -26,7 +27,24 @@ func loadAll(t *testing.T, validators int) []*Identity {
 }
 
 func partial(id *Identity, pk phase0.BLSPubKey, root phase0.Root) p2p.Partial {
-	return p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: id.Shares[pk].SignByte(root[:]).Serialize()}
+	return p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: signing.SerializeForPeer(id.Shares[pk].SignByte(root[:]))}
+}
+
+// The spec vector deserialization_fails_not_in_G2 (on the curve, outside the prime-order
+// subgroup), compressed and uncompressed; signing's TestParsePeerSignature checks that both
+// encode one point of the curve.
+const (
+	notInG2Compressed   = "8123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	notInG2Uncompressed = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef087c8cfe7dbaf1e16223b38b0d6343723b09c73dfc14cf0b1065da168ea8d3d752bc62daeb2bc19fb72542150782d95705563f818f87409d27d1c65bab55db7cfd498b61050e1ed2fab7ccb52050b39aedcea21a46dca02553bdac4d4a72cc54"
+)
+
+func unhexNode(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestAggregator_RecoversFromAnyThreePartials(t *testing.T) {
@@ -79,6 +97,9 @@ func TestAggregator_RefusesBadPartials(t *testing.T) {
 		"signed by another share":  {3, good},
 		"share index outside lock": {9, good},
 		"nil everything":           {2, p2p.Partial{}},
+		// The spec's not-in-G2 point, on the curve but outside the subgroup, in both encodings.
+		"outside G2, uncompressed": {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: unhexNode(t, notInG2Uncompressed)}},
+		"outside G2, compressed":   {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: unhexNode(t, notInG2Compressed)}},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -226,7 +226,7 @@ func (n *Node) sendPartials(ctx context.Context, key dutyKey, items []toSign, lo
 		}
 		sigs := signing.SignSameMessageParsed(keys, root[:])
 		for i, sig := range sigs {
-			msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: pks[i][:], SigningRoot: root[:], Signature: sig.Serialize()})
+			msg.Partials = append(msg.Partials, p2p.Partial{GroupPubkey: pks[i][:], SigningRoot: root[:], Signature: signing.SerializeForPeer(sig)})
 		}
 		ownPks, ownSigs = append(ownPks, pks...), append(ownSigs, sigs...)
 	}

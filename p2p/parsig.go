@@ -19,14 +19,14 @@ import (
 // ParsigProtocol is the libp2p protocol of the partial-signature exchange.
 const ParsigProtocol = "/dvmesh/parsig/1.0.0"
 
-// MaxMessageSize bounds one exchange message (a duty of 10,000 validators is about 2.5 MB).
+// MaxMessageSize bounds one exchange message (a duty of 10,000 validators is about 4.2 MB of JSON).
 const MaxMessageSize = 16 << 20
 
 // Partial is one node's partial signature for one validator of a duty.
 type Partial struct {
 	GroupPubkey []byte `json:"group_pubkey"` // 48 bytes: which validator
 	SigningRoot []byte `json:"signing_root"` // 32 bytes: what was signed
-	Signature   []byte `json:"signature"`    // 96 bytes: signed with the sender's share
+	Signature   []byte `json:"signature"`    // 192 bytes uncompressed (or 96 compressed): signed with the sender's share
 }
 
 // Message carries all of a sender's partials for one duty.

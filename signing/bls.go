@@ -17,7 +17,9 @@ import (
 const (
 	PublicKeyLength = 48
 	SignatureLength = 96
-	SecretKeyLength = 32
+	// UncompressedSignatureLength is a G2 point as affine (x, y): the partials' wire encoding.
+	UncompressedSignatureLength = 192
+	SecretKeyLength             = 32
 )
 
 // Sentinel errors. Callers test them with errors.Is.
@@ -75,6 +77,29 @@ func ParseSignature(b []byte) (*bls.Sign, error) {
 	}
 	return &sig, nil
 }
+
+// ParsePeerSignature deserialises a partial signature from a cluster peer, compressed (96 bytes) or
+// uncompressed (192 bytes, see SerializeForPeer). The on-curve and subgroup checks are the same
+// for both encodings; the point at infinity deserialises and never verifies, as in ParseSignature.
+func ParsePeerSignature(b []byte) (*bls.Sign, error) {
+	if len(b) == SignatureLength {
+		return ParseSignature(b)
+	}
+	if len(b) != UncompressedSignatureLength {
+		return nil, fmt.Errorf("%w: %d bytes, want %d or %d", ErrBadSignature, len(b), UncompressedSignatureLength, SignatureLength)
+	}
+	var sig bls.Sign
+	if err := sig.DeserializeUncompressed(bytes.Clone(b)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return &sig, nil
+}
+
+// SerializeForPeer encodes a partial signature for the cluster's exchange: uncompressed, because
+// a node parses n-1 partials per validator per duty and decompressing a G2 point (a square root
+// in Fp2) is about 40% of parsing it (34 of 84 us here). The receiver's subgroup check, the rest
+// of the cost, stays. The price is 96 more bytes per partial on the wire.
+func SerializeForPeer(sig *bls.Sign) []byte { return sig.SerializeUncompressed() }
 
 // ParseSecretKey deserialises a 32-byte big-endian secret key, refusing zero.
 func ParseSecretKey(b []byte) (*bls.SecretKey, error) {
