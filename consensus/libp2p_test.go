@@ -32,6 +32,12 @@ func TestLibp2pCluster(t *testing.T) {
 // newLibp2pNodes starts size Raft nodes over real libp2p hosts on 127.0.0.1, connected up front
 // as the p2p layer does in production, so the first election is not slowed by handshakes.
 func newLibp2pNodes(t testing.TB, size int, slot time.Duration) []*Node {
+	nodes, _ := newLibp2pNodesLayers(t, size, slot)
+	return nodes
+}
+
+// newLibp2pNodesLayers is newLibp2pNodes that also returns each node's stream layer.
+func newLibp2pNodesLayers(t testing.TB, size int, slot time.Duration) ([]*Node, []*streamLayer) {
 	t.Helper()
 	hosts := make([]host.Host, size)
 	for i := range hosts {
@@ -63,12 +69,13 @@ func newLibp2pNodes(t testing.TB, size int, slot time.Duration) []*Node {
 			}
 		}
 	}
-	nodes := make([]*Node, size)
+	nodes, layers := make([]*Node, size), make([]*streamLayer, size)
 	for i, h := range hosts {
-		tr, err := NewLibp2pTransport(h, 2*time.Second)
+		tr, sl, err := newLibp2pTransport(h, 2*time.Second, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
+		layers[i] = sl
 		if got := string(tr.LocalAddr()); got != h.ID().String() {
 			t.Fatalf("transport address %q, want peer ID %q", got, h.ID())
 		}
@@ -90,7 +97,7 @@ func newLibp2pNodes(t testing.TB, size int, slot time.Duration) []*Node {
 			}
 		})
 	}
-	return nodes
+	return nodes, layers
 }
 
 // BenchmarkIdleCPU measures what Raft's heartbeats cost: the CPU time the whole process (three
@@ -121,4 +128,24 @@ func cpuTime(t testing.TB) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestLibp2pTransport_ReusesStreams: the leader's heartbeats (ten per heartbeat timeout per
+// follower) go over pooled streams. go-libp2p-raft's own transport, unpooled, opens one stream
+// per heartbeat; this one may open a pool's worth per follower at most.
+func TestLibp2pTransport_ReusesStreams(t *testing.T) {
+	nodes, layers := newLibp2pNodesLayers(t, 3, testSlot)
+	c := &cluster{t: t, nodes: nodes}
+	leader := c.leader()
+	time.Sleep(200 * time.Millisecond) // election traffic over
+	before := layers[leader].dials.Load()
+	const window = time.Second
+	time.Sleep(window)
+	opened := layers[leader].dials.Load() - before
+	hb := raftConfig(Config{SlotDuration: testSlot}, nil).HeartbeatTimeout
+	heartbeats := 2 * int64(window/(hb/10))
+	if limit := int64(2 * transportPoolSize); opened > limit {
+		t.Fatalf("leader opened %d streams in %v (about %d heartbeats), want at most %d", opened, window, heartbeats, limit)
+	}
+	t.Logf("leader opened %d streams during about %d heartbeats", opened, heartbeats)
 }

@@ -312,7 +312,7 @@ func (n *Node) startNetwork(slotDuration time.Duration) error {
 	if err != nil {
 		return err
 	}
-	trans, err := consensus.NewLibp2pTransport(n.host, 2*time.Second)
+	trans, err := consensus.NewLibp2pTransport(n.host, 2*time.Second, n.log.With("component", "raft"))
 	if err != nil {
 		n.host.Close()
 		return err
