@@ -149,3 +149,16 @@ func TestLibp2pTransport_ReusesStreams(t *testing.T) {
 	}
 	t.Logf("leader opened %d streams during about %d heartbeats", opened, heartbeats)
 }
+
+func TestIdleStreamClosed(t *testing.T) {
+	for line, want := range map[string]bool{
+		`raft: failed to decode incoming command: error="stream reset: connection closed: read tcp4"`: true,
+		`raft: failed to decode incoming command: error=EOF`:                                          true,
+		`raft: failed to decode incoming command: error="msgpack decode error"`:                       false,
+		`raft: failed to heartbeat to: peer=x error="stream reset"`:                                   false,
+	} {
+		if got := idleStreamClosed([]byte(line)); got != want {
+			t.Errorf("idleStreamClosed(%q) = %v, want %v", line, got, want)
+		}
+	}
+}

@@ -105,6 +105,24 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	case bytes.HasPrefix(line, []byte("[WARN]")):
 		line = line[len("[WARN]"):]
 	}
+	if idleStreamClosed(line) {
+		level = slog.LevelInfo
+	}
 	w.log.Log(context.Background(), level, string(bytes.TrimSpace(line)))
 	return len(p), nil
+}
+
+// idleStreamClosed tells Raft's report of a pooled stream that its peer closed while idle (the
+// peer stopped or restarted) from a real decoding fault: the former is expected with a stream
+// pool, and the peer's loss is reported anyway by the failed heartbeats.
+func idleStreamClosed(line []byte) bool {
+	if !bytes.Contains(line, []byte("failed to decode incoming command")) {
+		return false
+	}
+	for _, cause := range []string{"stream reset", "connection closed", "EOF"} {
+		if bytes.Contains(line, []byte(cause)) {
+			return true
+		}
+	}
+	return false
 }
