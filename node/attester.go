@@ -180,13 +180,11 @@ func (n *Node) finishDuty(ctx context.Context, key dutyKey, log *slog.Logger) {
 	}
 }
 
-// beaconReason tells a beacon node fault from a missed deadline.
+// beaconReason tells a beacon node fault from a missed deadline or this node's shutdown, by
+// failureReason's rules (which come first when a stop also cancelled the call).
 func beaconReason(err error) string {
-	if errors.Is(err, errStopped) {
-		return ReasonStopping
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return ReasonLate
+	if r := failureReason(err); r == ReasonStopping || r == ReasonLate {
+		return r
 	}
 	return ReasonBeaconError
 }

@@ -320,9 +320,9 @@ func (d *dutyExec) submitted(pubkeys []phase0.BLSPubKey, err error) {
 		if reason == ReasonStopping {
 			// Not the beacon node's answer: this node's shutdown cut the call short.
 			d.log.Info("Submission abandoned: node stopping", "count", len(pubkeys), "err", err)
-			return
+		} else {
+			d.log.Warn("Submission failed", "count", len(pubkeys), "reason", reason, "err", err)
 		}
-		d.log.Warn("Submission failed", "count", len(pubkeys), "reason", reason, "err", err)
 		return
 	}
 	since := time.Since(d.start)
