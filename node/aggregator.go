@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
@@ -29,30 +30,47 @@ type fullSig struct {
 	Signature phase0.BLSSignature
 }
 
-// aggregator collects partial signatures per duty and validator, verifies each against the
-// sender's public share, and recovers the group signature once threshold partials over the
-// root this node expects are in. Partials that arrive before this node knows the duty's roots
-// are held (bounded) and verified when it does. Safe for concurrent use.
+// suspectSlots is how long a peer whose partials failed a batch check has its partials checked
+// on arrival, before they count, instead of through the recovered signatures (see Add).
+const suspectSlots = 64
+
+// aggregator collects partial signatures per duty and validator and recovers the group
+// signature once threshold partials over the root this node expects are in; no recovered
+// signature leaves it before it verified under its group key. Partials are parsed (on the curve,
+// in G2) as they arrive and checked against the sender's public share optimistically: a correct
+// recovered signature proves nothing wrong was in it, so the peers' own batch checks run only when
+// a recovered batch fails, to find and drop the peer at fault, whose partials are then checked on
+// arrival for suspectSlots. Partials that arrive before this node knows the duty's roots are held
+// (bounded) and processed when it does. Safe for concurrent use.
 type aggregator struct {
 	threshold    int
-	self         uint64 // this node's share index: its own partials are stored unverified
+	self         uint64 // this node's share index: its own partials are never checked alone
 	maxEarly     int
 	publicShares map[phase0.BLSPubKey]map[uint64]*bls.PublicKey
 	groupKeys    map[phase0.BLSPubKey]*bls.PublicKey
 
-	mu     sync.Mutex
-	duties map[dutyKey]*dutyState
+	mu      sync.Mutex
+	duties  map[dutyKey]*dutyState
+	suspect map[uint64]phase0.Slot // share index -> last slot its partials are checked on arrival
+}
+
+// held is a partial kept for recovery: parsed (so on the curve and in G2), and checked against
+// the sender's public share when verified is set.
+type held struct {
+	sig      *bls.Sign
+	verified bool
 }
 
 type dutyState struct {
-	roots    map[phase0.BLSPubKey]phase0.Root          // nil until this node expects the duty
-	partials map[phase0.BLSPubKey]map[uint64]*bls.Sign // verified partials
+	roots    map[phase0.BLSPubKey]phase0.Root     // nil until this node expects the duty
+	partials map[phase0.BLSPubKey]map[uint64]held // kept partials per validator and share index
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
-	// work serialises the verification of the duty's messages: the peers' messages arrive
+	// work serialises the processing of the duty's messages: the peers' messages arrive
 	// together, and one at a time the last ones find their validators recovered and skip them
-	// (with t of n, n-t messages per duty are then never parsed), instead of all being verified
-	// at once on a busy machine.
+	// (with t of n, n-t messages per duty are then never parsed), instead of all being parsed
+	// at once on a busy machine. It also keeps a failed recovery's peer checks and reopening
+	// whole before the next message is looked at.
 	work sync.Mutex
 }
 
@@ -69,13 +87,14 @@ func newAggregator(threshold int, id *Identity) *aggregator {
 		publicShares: id.PublicShares,
 		groupKeys:    id.GroupKeys,
 		duties:       map[dutyKey]*dutyState{},
+		suspect:      map[uint64]phase0.Slot{},
 	}
 }
 
 func (a *aggregator) state(k dutyKey) *dutyState {
 	s, ok := a.duties[k]
 	if !ok {
-		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]*bls.Sign{}, done: map[phase0.BLSPubKey]bool{}}
+		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]held{}, done: map[phase0.BLSPubKey]bool{}}
 		a.duties[k] = s
 	}
 	return s
@@ -98,8 +117,9 @@ func (a *aggregator) Expect(k dutyKey, roots map[phase0.BLSPubKey]phase0.Root) (
 		out  []fullSig
 		errs []error
 	)
-	// One batch per sender, as they were sent: verifying early partials one by one would cost
-	// a pairing each, and a peer ahead of this node is the common case, not an attack.
+	// One message per sender, as they were sent: a spoiled partial drops its sender's whole
+	// message, and a suspect sender's is checked in one batch, never one partial at a time (a
+	// peer ahead of this node is the common case, not an attack).
 	bySender := map[uint64][]p2p.Partial{}
 	var senders []uint64
 	for _, e := range early {
@@ -160,8 +180,6 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	}
 	a.mu.Unlock()
 
-	// Verify outside the lock, in one randomised batch per signing root (every attester of a
-	// slot signs the same root since Electra).
 	var checked []signed
 	for _, c := range a.parseAll(roots, from, pending) {
 		if c.err != nil {
@@ -170,17 +188,36 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 		}
 		checked = append(checked, c.signed)
 	}
-	// A batch that fails is dropped whole, never bisected: a peer that spoils every batch must
-	// not make this node spend a pairing per partial. The other peers still give the threshold.
-	good := checked
-	if _, bad := verifyBatches(checked, false); len(bad) > 0 {
-		errs = append(errs, fmt.Errorf("%s: %w: the batch of %d partials of share %d does not verify; all dropped",
-			k, ErrBadBatch, len(checked), from))
-		good = nil
+	// A suspect peer's partials are checked now, in one randomised batch per signing root (every
+	// attester of a slot signs the same root since Electra). A batch that fails is dropped whole,
+	// never bisected: a peer that spoils every batch must not make this node spend a pairing per
+	// partial. The other peers still give the threshold.
+	verified := false
+	if a.isSuspect(from, k.Slot) {
+		verified = true
+		if _, bad := verifyBatches(checked, false); len(bad) > 0 {
+			errs = append(errs, fmt.Errorf("%s: %w: the batch of %d partials of share %d does not verify; all dropped",
+				k, ErrBadBatch, len(checked), from))
+			a.markSuspect(from, k.Slot)
+			checked = nil
+		}
 	}
-
-	out, recErrs := a.store(k, s, roots, from, good)
+	out, recErrs := a.store(k, s, roots, from, checked, verified)
 	return out, append(errs, recErrs...)
+}
+
+// isSuspect reports whether share index from spoiled a batch within suspectSlots before slot.
+func (a *aggregator) isSuspect(from uint64, slot phase0.Slot) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	until, ok := a.suspect[from]
+	return ok && slot <= until
+}
+
+func (a *aggregator) markSuspect(from uint64, slot phase0.Slot) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.suspect[from] = max(a.suspect[from], slot+suspectSlots)
 }
 
 // AddOwn stores this node's own partials of duty k, as signed (share index from): they need no
@@ -207,18 +244,13 @@ func (a *aggregator) AddOwn(k dutyKey, from uint64, pks []phase0.BLSPubKey, sigs
 		}
 		own = append(own, signed{pk: pk, root: root, sig: sigs[i]})
 	}
-	return a.store(k, s, roots, from, own)
+	return a.store(k, s, roots, from, own, false)
 }
 
-// store keeps verified partials of share index from, and recovers and verifies the group
-// signatures they complete.
-func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]phase0.Root, from uint64, good []signed) ([]fullSig, []error) {
-	var errs []error
-	type ready struct {
-		pk       phase0.BLSPubKey
-		partials map[uint64]*bls.Sign
-	}
-	var complete []ready
+// store keeps parsed partials of share index from (verified: checked against its public
+// shares), and recovers and verifies the group signatures they complete.
+func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]phase0.Root, from uint64, good []signed, verified bool) ([]fullSig, []error) {
+	var complete []phase0.BLSPubKey
 	a.mu.Lock()
 	for _, c := range good {
 		if s.done[c.pk] {
@@ -226,32 +258,62 @@ func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]p
 		}
 		m := s.partials[c.pk]
 		if m == nil {
-			m = map[uint64]*bls.Sign{}
+			m = map[uint64]held{}
 			s.partials[c.pk] = m
 		}
-		m[from] = c.sig
+		m[from] = held{sig: c.sig, verified: verified}
 		if len(m) >= a.threshold {
 			s.done[c.pk] = true
-			complete = append(complete, ready{pk: c.pk, partials: maps.Clone(m)})
+			complete = append(complete, c.pk)
 		}
 	}
 	a.mu.Unlock()
+	return a.recover(k, s, roots, complete)
+}
 
-	// Recover, then check the recovered signatures against their group keys, batched per root.
+// recover recovers the signatures of validators pks (each with threshold partials kept) and
+// checks them against their group keys, one randomised batch per root. s.work must be held.
+func (a *aggregator) recover(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]phase0.Root, pks []phase0.BLSPubKey) ([]fullSig, []error) {
+	if len(pks) == 0 {
+		return nil, nil
+	}
+	var errs []error
+	used := make(map[phase0.BLSPubKey]map[uint64]held, len(pks))
+	a.mu.Lock()
+	for _, pk := range pks {
+		used[pk] = maps.Clone(s.partials[pk])
+	}
+	a.mu.Unlock()
 	var recovered []signed
-	for _, r := range complete {
-		sig, err := signing.RecoverParsed(r.partials, a.threshold)
+	for _, pk := range pks {
+		points := make(map[uint64]*bls.Sign, len(used[pk]))
+		for from, h := range used[pk] {
+			points[from] = h.sig
+		}
+		sig, err := signing.RecoverParsed(points, a.threshold)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: recover %#x: %w", k, r.pk, err))
+			errs = append(errs, fmt.Errorf("%s: recover %#x: %w", k, pk, err))
 			continue
 		}
-		recovered = append(recovered, signed{pk: r.pk, root: roots[r.pk], key: a.groupKeys[r.pk], sig: sig})
+		recovered = append(recovered, signed{pk: pk, root: roots[pk], key: a.groupKeys[pk], sig: sig})
 	}
-	// Peers' partials were verified; this node's own were not (AddOwn). A failure here is
-	// then this node's share (a corrupt key file) or a bug: bisect to name the validators.
-	valid, invalid := verifyBatches(recovered, true)
+	valid, invalid := verifyBatches(recovered, false)
 	if len(invalid) > 0 {
-		errs = append(errs, a.dropOwn(k, s, invalid)...)
+		// A wrong partial is in the failed batches: find the peers at fault with one batch
+		// check per peer, drop them and reopen their validators. The rest of the failed
+		// batches now hold checked peers' partials only (and this node's own): a failure among
+		// them is this node's share or a bug, bisected to name the validators.
+		reopened, peerErrs := a.dropBadPeers(k, s, invalid, used)
+		errs = append(errs, peerErrs...)
+		var retry []signed
+		for _, c := range invalid {
+			if !reopened[c.pk] {
+				retry = append(retry, c)
+			}
+		}
+		ok, bad := verifyBatches(retry, true)
+		valid = append(valid, ok...)
+		errs = append(errs, a.dropOwn(k, s, bad)...)
 	}
 	out := make([]fullSig, 0, len(valid))
 	for _, c := range valid {
@@ -262,10 +324,69 @@ func (a *aggregator) store(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey]p
 	return out, errs
 }
 
-// dropOwn handles recovered signatures that failed under their group keys. Where this node's
-// own unverified partial was one of the combined, it is dropped and the validator reopened,
-// so the peers' verified partials can still reach the threshold without it; a node with a bad
-// share must not block the cluster's signature. Otherwise (a bug) the validator stays done.
+// dropBadPeers checks, per peer, the unchecked partials that went into the failed recovered
+// signatures, in one randomised batch per root. A peer whose batch fails loses every partial it
+// sent for the duty (the other peers still give the threshold), becomes a suspect, and the
+// validators it took part in are reopened (returned). A peer whose batch passes has those
+// partials marked checked. The cost is bounded: one batch per peer of the duty, and a suspect
+// peer's later partials are checked on arrival instead.
+func (a *aggregator) dropBadPeers(k dutyKey, s *dutyState, failed []signed, used map[phase0.BLSPubKey]map[uint64]held) (map[phase0.BLSPubKey]bool, []error) {
+	byPeer := map[uint64][]signed{}
+	var peers []uint64
+	for _, c := range failed {
+		for from, h := range used[c.pk] {
+			if from == a.self || h.verified {
+				continue
+			}
+			if _, ok := byPeer[from]; !ok {
+				peers = append(peers, from)
+			}
+			byPeer[from] = append(byPeer[from], signed{pk: c.pk, root: c.root, key: a.publicShares[c.pk][from], sig: h.sig})
+		}
+	}
+	slices.Sort(peers)
+	var errs []error
+	reopened := map[phase0.BLSPubKey]bool{}
+	for _, from := range peers {
+		batch := byPeer[from]
+		_, bad := verifyBatches(batch, false)
+		a.mu.Lock()
+		if len(bad) == 0 {
+			for _, c := range batch {
+				if h, ok := s.partials[c.pk][from]; ok {
+					h.verified = true
+					s.partials[c.pk][from] = h
+				}
+			}
+			a.mu.Unlock()
+			continue
+		}
+		dropped := 0
+		for _, m := range s.partials {
+			if _, ok := m[from]; ok {
+				delete(m, from)
+				dropped++
+			}
+		}
+		for _, c := range failed {
+			if _, took := used[c.pk][from]; took {
+				s.done[c.pk] = false
+				reopened[c.pk] = true
+			}
+		}
+		a.mu.Unlock()
+		a.markSuspect(from, k.Slot)
+		errs = append(errs, fmt.Errorf("%s: %w: the partials of share %d in failed recovered signatures do not verify; all %d of its partials dropped",
+			k, ErrBadBatch, from, dropped))
+	}
+	return reopened, errs
+}
+
+// dropOwn handles recovered signatures that failed with every peer partial in them checked.
+// Where this node's own unchecked partial was one of the combined, it is dropped and the
+// validator reopened, so the peers' partials can still reach the threshold without it; a node
+// with a bad share must not block the cluster's signature. Otherwise (a bug) the validator
+// stays done.
 func (a *aggregator) dropOwn(k dutyKey, s *dutyState, invalid []signed) []error {
 	errs := make([]error, 0, len(invalid))
 	a.mu.Lock()

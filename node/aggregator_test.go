@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
@@ -94,13 +95,14 @@ func TestAggregator_RefusesBadPartials(t *testing.T) {
 		"short group key":          {2, p2p.Partial{GroupPubkey: pk[:5], SigningRoot: root[:], Signature: good.Signature}},
 		"unknown validator":        {2, p2p.Partial{GroupPubkey: make([]byte, 48), SigningRoot: root[:], Signature: good.Signature}},
 		"other root":               {2, otherRoot},
-		"signed by another share":  {3, good},
 		"share index outside lock": {9, good},
 		"nil everything":           {2, p2p.Partial{}},
 		// The spec's not-in-G2 point, on the curve but outside the subgroup, in both encodings.
 		"outside G2, uncompressed": {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: unhexNode(t, notInG2Uncompressed)}},
 		"outside G2, compressed":   {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: unhexNode(t, notInG2Compressed)}},
 	}
+	// A well-formed partial signed with another share passes these checks: it is caught by the
+	// recovered signature's check (TestAggregator_SpoiledBatchDroppedWhole).
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			sigs, errs := agg.Add(key, c.from, []p2p.Partial{c.p})
@@ -124,39 +126,123 @@ func TestAggregator_EarlyPartialsBounded(t *testing.T) {
 	}
 }
 
-// TestAggregator_SpoiledBatchDroppedWhole: one bad partial in a peer's message drops the whole
-// message (no per-partial fallback a peer could use to burn CPU); the other peers still complete.
+// TestAggregator_SpoiledBatchDroppedWhole: a peer's partials count unchecked until a signature
+// recovered with them fails. Then that peer's partials of the failed signatures are checked in
+// one batch, and one bad partial drops all it sent for the duty (no per-partial fallback a peer
+// could use to burn CPU); the other peers still complete. The peer is then a suspect: its
+// partials are checked on arrival, and a spoiled message is dropped whole at once, until
+// suspectSlots have passed.
 func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
 	ids := loadAll(t, 2)
 	pks := ids[0].Pubkeys()
 	root := phase0.Root{7}
+	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
 	key := dutyKey{Slot: 3, Type: dutyAttester}
+	agg := newAggregator(3, ids[0])
+	agg.Expect(key, roots)
+	messageOf := func(i int) []p2p.Partial {
+		return []p2p.Partial{partial(ids[i], pks[0], root), partial(ids[i], pks[1], root)}
+	}
+
+	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
+	if sigs, errs := agg.Add(key, 2, spoiled); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("spoiled batch on arrival: sigs %v errs %v, want it kept unchecked", sigs, errs)
+	}
+	if sigs, errs := agg.Add(key, 1, messageOf(0)); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("share 1: sigs %v errs %v", sigs, errs)
+	}
+	// Share 3's partials complete both validators with share 2's: the recovered batch fails,
+	// share 2's check fails, and its good partial goes with its bad one.
+	sigs, errs := agg.Add(key, 3, messageOf(2))
+	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) || !strings.Contains(errs[0].Error(), "share 2 ") {
+		t.Fatalf("share 3: sigs %v errs %v, want one ErrBadBatch naming share 2", sigs, errs)
+	}
+	sigs, errs = agg.Add(key, 4, messageOf(3))
+	if len(sigs) != 2 || len(errs) != 0 {
+		t.Fatalf("share 4: %d signatures, errs %v; want both validators", len(sigs), errs)
+	}
+	for _, s := range sigs {
+		if err := signing.Verify(s.Pubkey[:], root[:], s.Signature[:]); err != nil {
+			t.Fatalf("recovered signature of %#x: %v", s.Pubkey, err)
+		}
+	}
+
+	// Share 2 is a suspect: its spoiled message of the next duty is refused on arrival.
+	next := dutyKey{Slot: key.Slot + 1, Type: dutyAttester}
+	agg.Expect(next, roots)
+	if sigs, errs := agg.Add(next, 2, spoiled); len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
+		t.Fatalf("suspect's spoiled message: sigs %v errs %v, want one ErrBadBatch at once", sigs, errs)
+	}
+	// A suspect's good partials are checked and count.
+	agg.Add(next, 1, messageOf(0))
+	agg.Add(next, 2, messageOf(1))
+	if sigs, errs := agg.Add(next, 4, messageOf(3)); len(sigs) != 2 || len(errs) != 0 {
+		t.Fatalf("suspect's good partials: %d signatures, errs %v; want 2", len(sigs), errs)
+	}
+	// suspectSlots after its last spoiled batch it is trusted again: its partials are kept
+	// unchecked.
+	later := dutyKey{Slot: next.Slot + suspectSlots + 1, Type: dutyAttester}
+	agg.Expect(later, roots)
+	if sigs, errs := agg.Add(later, 2, spoiled); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("%d slots later: sigs %v errs %v, want the message kept unchecked", suspectSlots+1, sigs, errs)
+	}
+}
+
+// TestAggregator_CancellingPartialsCaught: a peer sends two wrong partials whose errors cancel
+// (sig_1 + E, sig_2 - E), so that a plain sum of its partials verifies. The signatures recovered
+// with them are each wrong; the randomised checks catch both the recovered signatures and the
+// peer's batch, its partials are dropped, and the other peers complete both validators.
+func TestAggregator_CancellingPartialsCaught(t *testing.T) {
+	ids := loadAll(t, 2)
+	pks := ids[0].Pubkeys()
+	root := phase0.Root{5, 5}
+	key := dutyKey{Slot: 9, Type: dutyAttester}
 	agg := newAggregator(3, ids[0])
 	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root})
 
-	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
-	sigs, errs := agg.Add(key, 2, spoiled)
-	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
-		t.Fatalf("spoiled batch: sigs %v errs %v, want one ErrBadBatch", sigs, errs)
+	e := bls.HashAndMapToSignature([]byte("the error term"))
+	var s0, s1 bls.G2
+	bls.G2Add(&s0, bls.CastFromSign(ids[1].Shares[pks[0]].SignByte(root[:])), bls.CastFromSign(e))
+	bls.G2Sub(&s1, bls.CastFromSign(ids[1].Shares[pks[1]].SignByte(root[:])), bls.CastFromSign(e))
+	bad0, bad1 := bls.CastToSign(&s0), bls.CastToSign(&s1)
+	// Setup check: the plain sum passes under the sum of share 2's public shares.
+	var sum bls.Sign
+	sum.Aggregate([]bls.Sign{*bad0, *bad1})
+	sumKey := *ids[0].PublicShares[pks[0]][2]
+	sumKey.Add(ids[0].PublicShares[pks[1]][2])
+	if !sum.VerifyByte(&sumKey, root[:]) {
+		t.Fatal("test setup: the cancelling errors should fool a plain sum")
 	}
-	// Nodes 1, 3 and 4 complete both validators; node 2's good partial was not kept.
-	for step, i := range []int{0, 2, 3} {
-		s, e := agg.Add(key, uint64(i+1), []p2p.Partial{partial(ids[i], pks[0], root), partial(ids[i], pks[1], root)})
-		if len(e) != 0 {
-			t.Fatalf("node %d: %v", i+1, e)
-		}
-		// Had node 2's good partial been kept, node 3's would already complete validator 0.
-		if want := map[int]int{0: 0, 1: 0, 2: 2}[step]; len(s) != want {
-			t.Fatalf("after node %d: %d signatures, want %d", i+1, len(s), want)
+	if bad0.VerifyByte(ids[0].PublicShares[pks[0]][2], root[:]) {
+		t.Fatal("test setup: the first partial should be wrong")
+	}
+
+	cancelling := []p2p.Partial{
+		{GroupPubkey: pks[0][:], SigningRoot: root[:], Signature: signing.SerializeForPeer(bad0)},
+		{GroupPubkey: pks[1][:], SigningRoot: root[:], Signature: signing.SerializeForPeer(bad1)},
+	}
+	agg.Add(key, 2, cancelling)
+	agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)})
+	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)})
+	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
+		t.Fatalf("cancelling partials: sigs %v errs %v, want none and one ErrBadBatch", sigs, errs)
+	}
+	sigs, errs = agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)})
+	if len(sigs) != 2 || len(errs) != 0 {
+		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(sigs), errs)
+	}
+	for _, s := range sigs {
+		if err := signing.Verify(s.Pubkey[:], root[:], s.Signature[:]); err != nil {
+			t.Fatalf("recovered signature of %#x: %v", s.Pubkey, err)
 		}
 	}
 }
 
-// TestAggregator_EarlyPartialsVerifiedAsSent: partials held because they came before this node
-// knew the duty are verified per sender in one batch, like any other message: one bad partial
-// drops that sender's whole message, not just itself (a per-partial check would cost a pairing
-// each for the common case of a peer that is ahead).
-func TestAggregator_EarlyPartialsVerifiedAsSent(t *testing.T) {
+// TestAggregator_EarlyPartialsKeptAsSent: partials held because they came before this node knew
+// the duty are processed per sender, as sent: one bad partial drops that sender's whole message
+// once a signature recovered with it fails, not just itself (a per-partial check would cost a
+// pairing each for the common case of a peer that is ahead).
+func TestAggregator_EarlyPartialsKeptAsSent(t *testing.T) {
 	ids := loadAll(t, 2)
 	pks := ids[0].Pubkeys()
 	root := phase0.Root{6}
@@ -169,13 +255,15 @@ func TestAggregator_EarlyPartialsVerifiedAsSent(t *testing.T) {
 			t.Fatalf("early partials: %v %v", sigs, errs)
 		}
 	}
-	sigs, errs := agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root})
-	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
-		t.Fatalf("expect: sigs %v errs %v, want one ErrBadBatch for share 2's message", sigs, errs)
+	if sigs, errs := agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("expect: sigs %v errs %v, want both messages kept", sigs, errs)
 	}
-	// Shares 1 and 4 complete both; had share 2's good partial been kept, share 1 alone would.
-	if s, e := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)}); len(s) != 0 || len(e) != 0 {
-		t.Fatalf("share 1: %d signatures, errs %v; want none yet", len(s), e)
+	// Share 1's partials complete both validators with shares 2 and 3; the recovered batch fails
+	// and share 2's whole message goes: had its good partial been kept, share 1 would complete
+	// the first validator.
+	s, e := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)})
+	if len(s) != 0 || len(e) != 1 || !errors.Is(e[0], ErrBadBatch) {
+		t.Fatalf("share 1: %d signatures, errs %v; want none and one ErrBadBatch for share 2", len(s), e)
 	}
 	if s, e := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)}); len(s) != 2 || len(e) != 0 {
 		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(s), e)

@@ -7,9 +7,13 @@ import (
 	"github.com/herumi/bls-eth-go-binary/bls"
 )
 
-// randomScalarBytes is the size of each batch coefficient: 128 bits, above the 64-bit minimum
-// of the standard randomised batch check.
-const randomScalarBytes = 16
+// randomScalarBytes is the size of each batch coefficient: 64 bits, the standard randomised
+// batch check's (Ethereum's BLS libraries use the same). A batch with a wrong signature passes
+// only if the coefficients hit one linear relation, probability 2^-64 per check, and every check
+// draws fresh ones. 64-bit scalars make the two multi-scalar multiplications about a third
+// cheaper than 128-bit ones: BenchmarkBatchVerifySameMessage measured 33.4 -> 24.5 µs per
+// signature in a batch of 1,000 and 69.7 -> 51.4 in a batch of 100.
+const randomScalarBytes = 8
 
 // BatchVerifySameMessage reports whether every sigs[i] is a valid signature of msg under
 // pubs[i], with one pairing check: it draws a fresh random coefficient r_i per signature and
