@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 	"github.com/herumi/bls-eth-go-binary/bls"
@@ -45,13 +47,17 @@ const suspectSlots = 64
 type aggregator struct {
 	threshold    int
 	self         uint64 // this node's share index: its own partials are never checked alone
-	maxEarly     int
+	maxEarly     int    // early partials held per sender and duty: one per validator
 	publicShares map[phase0.BLSPubKey]map[uint64]*bls.PublicKey
 	groupKeys    map[phase0.BLSPubKey]*bls.PublicKey
 
 	mu      sync.Mutex
 	duties  map[dutyKey]*dutyState
 	suspect map[uint64]phase0.Slot // share index -> last slot its partials are checked on arrival
+
+	// Randomised batch checks made, and signatures handed to bisection (which costs a check
+	// per step): the cost bound a spoiling peer must not break, counted for its tests.
+	batchChecks, bisected atomic.Int64
 }
 
 // held is a partial kept for recovery: parsed (so on the curve and in G2), and checked against
@@ -66,6 +72,8 @@ type dutyState struct {
 	partials map[phase0.BLSPubKey]map[uint64]held // kept partials per validator and share index
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
+	earlyOf  map[uint64]int  // early partials held per sender
+	dropped  map[uint64]bool // senders whose partials of the duty failed a check
 	// work serialises the processing of the duty's messages: the peers' messages arrive
 	// together, and one at a time the last ones find their validators recovered and skip them
 	// (with t of n, n-t messages per duty are then never parsed), instead of all being parsed
@@ -83,7 +91,7 @@ func newAggregator(threshold int, id *Identity) *aggregator {
 	return &aggregator{
 		threshold:    threshold,
 		self:         id.ShareIndex,
-		maxEarly:     len(id.Lock.Operators) * len(id.GroupKeys),
+		maxEarly:     len(id.GroupKeys),
 		publicShares: id.PublicShares,
 		groupKeys:    id.GroupKeys,
 		duties:       map[dutyKey]*dutyState{},
@@ -94,7 +102,8 @@ func newAggregator(threshold int, id *Identity) *aggregator {
 func (a *aggregator) state(k dutyKey) *dutyState {
 	s, ok := a.duties[k]
 	if !ok {
-		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]held{}, done: map[phase0.BLSPubKey]bool{}}
+		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]held{}, done: map[phase0.BLSPubKey]bool{},
+			earlyOf: map[uint64]int{}, dropped: map[uint64]bool{}}
 		a.duties[k] = s
 	}
 	return s
@@ -117,9 +126,8 @@ func (a *aggregator) Expect(k dutyKey, roots map[phase0.BLSPubKey]phase0.Root) (
 		out  []fullSig
 		errs []error
 	)
-	// One message per sender, as they were sent: a spoiled partial drops its sender's whole
-	// message, and a suspect sender's is checked in one batch, never one partial at a time (a
-	// peer ahead of this node is the common case, not an attack).
+	// Per sender, as they were sent: a suspect sender's partials are checked in one batch,
+	// never one at a time (a peer ahead of this node is the common case, not an attack).
 	bySender := map[uint64][]p2p.Partial{}
 	var senders []uint64
 	for _, e := range early {
@@ -136,18 +144,29 @@ func (a *aggregator) Expect(k dutyKey, roots map[phase0.BLSPubKey]phase0.Root) (
 	return out, errs
 }
 
-// Add verifies and stores partials of share index from for duty k. It returns the signatures
-// this completes and an error per partial it refused. Peer input never panics it.
+// Add parses and stores the partials of peer share index from for duty k (checking them first
+// if the peer is a suspect). It returns the signatures this completes and an error per partial
+// it refused. Peer input never panics it.
 func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]fullSig, []error) {
+	if from == a.self {
+		// This node's own partials come through AddOwn; none arrive from the network.
+		return nil, []error{fmt.Errorf("%s: partials claiming this node's share %d refused", k, from)}
+	}
 	var errs []error
 	a.mu.Lock()
 	s := a.state(k)
+	if s.dropped[from] {
+		a.mu.Unlock()
+		return nil, []error{fmt.Errorf("%s: share %d's partials of the duty failed a check; its later ones are refused unparsed", k, from)}
+	}
 	if s.roots == nil {
+		// Bounded per sender, so that one peer's flood cannot crowd out the others' partials.
 		for _, p := range partials {
-			if len(s.early) >= a.maxEarly {
-				errs = append(errs, fmt.Errorf("%s: too many early partials, dropped", k))
+			if s.earlyOf[from] >= a.maxEarly {
+				errs = append(errs, fmt.Errorf("%s: too many early partials of share %d, dropped", k, from))
 				break
 			}
+			s.earlyOf[from]++
 			s.early = append(s.early, indexedPartial{from: from, p: p})
 		}
 		a.mu.Unlock()
@@ -195,11 +214,11 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	verified := false
 	if a.isSuspect(from, k.Slot) {
 		verified = true
-		if _, bad := verifyBatches(checked, false); len(bad) > 0 {
+		if _, bad := a.verifyBatches(checked, false); len(bad) > 0 {
 			errs = append(errs, fmt.Errorf("%s: %w: the batch of %d partials of share %d does not verify; all dropped",
 				k, ErrBadBatch, len(checked), from))
-			a.markSuspect(from, k.Slot)
-			checked = nil
+			a.dropPeer(k, s, from)
+			return nil, errs
 		}
 	}
 	out, recErrs := a.store(k, s, roots, from, checked, verified)
@@ -214,16 +233,32 @@ func (a *aggregator) isSuspect(from uint64, slot phase0.Slot) bool {
 	return ok && slot <= until
 }
 
-func (a *aggregator) markSuspect(from uint64, slot phase0.Slot) {
+// dropPeer drops every partial of share index from in duty k, refuses its later ones there
+// unparsed, and makes it a suspect for suspectSlots after k's slot. It returns how many
+// partials it dropped.
+func (a *aggregator) dropPeer(k dutyKey, s *dutyState, from uint64) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.suspect[from] = max(a.suspect[from], slot+suspectSlots)
+	dropped := 0
+	for _, m := range s.partials {
+		if _, ok := m[from]; ok {
+			delete(m, from)
+			dropped++
+		}
+	}
+	s.dropped[from] = true
+	until := k.Slot + suspectSlots
+	if until < k.Slot { // saturate: slots near 2^64 come only from a broken clock
+		until = math.MaxUint64
+	}
+	a.suspect[from] = max(a.suspect[from], until)
+	return dropped
 }
 
-// AddOwn stores this node's own partials of duty k, as signed (share index from): they need no
-// parsing and no verification (a wrong share cannot pass the recovered signature's check under
-// the group key). It returns the signatures this completes. k must be expected (Expect).
-func (a *aggregator) AddOwn(k dutyKey, from uint64, pks []phase0.BLSPubKey, sigs []*bls.Sign) ([]fullSig, []error) {
+// AddOwn stores this node's own partials of duty k, as signed: they need no parsing and no
+// verification (a wrong share cannot pass the recovered signature's check under the group key).
+// It returns the signatures this completes. k must be expected (Expect).
+func (a *aggregator) AddOwn(k dutyKey, pks []phase0.BLSPubKey, sigs []*bls.Sign) ([]fullSig, []error) {
 	if len(pks) != len(sigs) {
 		return nil, []error{fmt.Errorf("%s: %d own partials for %d validators", k, len(sigs), len(pks))}
 	}
@@ -244,7 +279,7 @@ func (a *aggregator) AddOwn(k dutyKey, from uint64, pks []phase0.BLSPubKey, sigs
 		}
 		own = append(own, signed{pk: pk, root: root, sig: sigs[i]})
 	}
-	return a.store(k, s, roots, from, own, false)
+	return a.store(k, s, roots, a.self, own, false)
 }
 
 // store keeps parsed partials of share index from (verified: checked against its public
@@ -297,7 +332,7 @@ func (a *aggregator) recover(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey
 		}
 		recovered = append(recovered, signed{pk: pk, root: roots[pk], key: a.groupKeys[pk], sig: sig})
 	}
-	valid, invalid := verifyBatches(recovered, false)
+	valid, invalid := a.verifyBatches(recovered, false)
 	if len(invalid) > 0 {
 		// A wrong partial is in the failed batches: find the peers at fault with one batch
 		// check per peer, drop them and reopen their validators. The rest of the failed
@@ -311,7 +346,7 @@ func (a *aggregator) recover(k dutyKey, s *dutyState, roots map[phase0.BLSPubKey
 				retry = append(retry, c)
 			}
 		}
-		ok, bad := verifyBatches(retry, true)
+		ok, bad := a.verifyBatches(retry, true)
 		valid = append(valid, ok...)
 		errs = append(errs, a.dropOwn(k, s, bad)...)
 	}
@@ -349,9 +384,8 @@ func (a *aggregator) dropBadPeers(k dutyKey, s *dutyState, failed []signed, used
 	reopened := map[phase0.BLSPubKey]bool{}
 	for _, from := range peers {
 		batch := byPeer[from]
-		_, bad := verifyBatches(batch, false)
-		a.mu.Lock()
-		if len(bad) == 0 {
+		if _, bad := a.verifyBatches(batch, false); len(bad) == 0 {
+			a.mu.Lock()
 			for _, c := range batch {
 				if h, ok := s.partials[c.pk][from]; ok {
 					h.verified = true
@@ -361,13 +395,8 @@ func (a *aggregator) dropBadPeers(k dutyKey, s *dutyState, failed []signed, used
 			a.mu.Unlock()
 			continue
 		}
-		dropped := 0
-		for _, m := range s.partials {
-			if _, ok := m[from]; ok {
-				delete(m, from)
-				dropped++
-			}
-		}
+		dropped := a.dropPeer(k, s, from)
+		a.mu.Lock()
 		for _, c := range failed {
 			if _, took := used[c.pk][from]; took {
 				s.done[c.pk] = false
@@ -375,7 +404,6 @@ func (a *aggregator) dropBadPeers(k dutyKey, s *dutyState, failed []signed, used
 			}
 		}
 		a.mu.Unlock()
-		a.markSuspect(from, k.Slot)
 		errs = append(errs, fmt.Errorf("%s: %w: the partials of share %d in failed recovered signatures do not verify; all %d of its partials dropped",
 			k, ErrBadBatch, from, dropped))
 	}
@@ -471,7 +499,7 @@ var ErrOwnShare = errors.New("own partial signature does not combine")
 
 // verifyBatches splits cs into valid and invalid signatures with one randomised batch check per
 // signing root. A failed batch is bisected when bisect is set, else all of it is invalid.
-func verifyBatches(cs []signed, bisect bool) (valid, invalid []signed) {
+func (a *aggregator) verifyBatches(cs []signed, bisect bool) (valid, invalid []signed) {
 	byRoot := map[phase0.Root][]signed{}
 	var order []phase0.Root
 	for _, c := range cs {
@@ -488,8 +516,10 @@ func verifyBatches(cs []signed, bisect bool) (valid, invalid []signed) {
 			pubs[i], sigs[i] = c.key, c.sig
 		}
 		bad := map[int]bool{}
+		a.batchChecks.Add(1)
 		if !signing.BatchVerifySameMessage(pubs, sigs, root[:]) {
 			if bisect {
+				a.bisected.Add(int64(len(group)))
 				for _, i := range signing.InvalidSameMessage(pubs, sigs, root[:]) {
 					bad[i] = true
 				}

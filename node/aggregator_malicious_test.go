@@ -104,7 +104,7 @@ func TestAggregator_PartialForAnotherBlockRefused(t *testing.T) {
 				n.onPartials(peers[1], bad)
 			}
 			// Node 1's own partial, as sendPartials keeps it, then node 3's.
-			sigs, errs := n.agg.Add(key, n.id.ShareIndex, msg(0, agreedRoot).Partials)
+			sigs, errs := addOwn(n.agg, n.id, key, []phase0.BLSPubKey{pk}, agreedRoot)
 			n.handleFull(key, sigs, errs)
 			n.onPartials(peers[2], msg(2, agreedRoot))
 			if got, _ := run.take(); len(got) != 0 {

@@ -31,6 +31,16 @@ func partial(id *Identity, pk phase0.BLSPubKey, root phase0.Root) p2p.Partial {
 	return p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: signing.SerializeForPeer(id.Shares[pk].SignByte(root[:]))}
 }
 
+// addOwn signs root for pks with id's shares and adds them as its own partials, as sendPartials
+// does.
+func addOwn(agg *aggregator, id *Identity, key dutyKey, pks []phase0.BLSPubKey, root phase0.Root) ([]fullSig, []error) {
+	keys := make([]*bls.SecretKey, len(pks))
+	for i, pk := range pks {
+		keys[i] = id.Shares[pk]
+	}
+	return agg.AddOwn(key, pks, signing.SignSameMessageParsed(keys, root[:]))
+}
+
 // The spec vector deserialization_fails_not_in_G2 (on the curve, outside the prime-order
 // subgroup), compressed and uncompressed; signing's TestParsePeerSignature checks that both
 // encode one point of the curve.
@@ -64,7 +74,7 @@ func TestAggregator_RecoversFromAnyThreePartials(t *testing.T) {
 	if sigs, errs := agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root}); len(sigs) != 0 || len(errs) != 0 {
 		t.Fatalf("two partials completed a duty: %v %v", sigs, errs)
 	}
-	sigs, errs := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pk, root)})
+	sigs, errs := addOwn(agg, ids[0], key, []phase0.BLSPubKey{pk}, root)
 	if len(errs) != 0 || len(sigs) != 1 {
 		t.Fatalf("third partial: sigs %v errs %v", sigs, errs)
 	}
@@ -96,6 +106,7 @@ func TestAggregator_RefusesBadPartials(t *testing.T) {
 		"unknown validator":        {2, p2p.Partial{GroupPubkey: make([]byte, 48), SigningRoot: root[:], Signature: good.Signature}},
 		"other root":               {2, otherRoot},
 		"share index outside lock": {9, good},
+		"claims this node's share": {1, partial(ids[0], pk, root)},
 		"nil everything":           {2, p2p.Partial{}},
 		// The spec's not-in-G2 point, on the curve but outside the subgroup, in both encodings.
 		"outside G2, uncompressed": {2, p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: unhexNode(t, notInG2Uncompressed)}},
@@ -120,71 +131,121 @@ func TestAggregator_EarlyPartialsBounded(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		flood = append(flood, p2p.Partial{})
 	}
-	_, errs := agg.Add(dutyKey{Slot: 1, Type: dutyAttester}, 2, flood)
+	key := dutyKey{Slot: 1, Type: dutyAttester}
+	_, errs := agg.Add(key, 2, flood)
 	if len(errs) == 0 {
 		t.Fatal("unbounded early partials accepted")
+	}
+	// The bound is per sender: share 2's flood does not crowd out share 3's partial.
+	pk := ids[0].Pubkeys()[0]
+	root := phase0.Root{2}
+	if _, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pk, root)}); len(errs) != 0 {
+		t.Fatalf("share 3's early partial after share 2's flood: %v", errs)
+	}
+	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	addOwn(agg, ids[0], key, []phase0.BLSPubKey{pk}, root)
+	if sigs, errs := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pk, root)}); len(sigs) != 1 || len(errs) != 0 {
+		t.Fatalf("shares 1, 3 and 4: sigs %v errs %v, want the signature", sigs, errs)
 	}
 }
 
 // TestAggregator_SpoiledBatchDroppedWhole: a peer's partials count unchecked until a signature
-// recovered with them fails. Then that peer's partials of the failed signatures are checked in
-// one batch, and one bad partial drops all it sent for the duty (no per-partial fallback a peer
-// could use to burn CPU); the other peers still complete. The peer is then a suspect: its
-// partials are checked on arrival, and a spoiled message is dropped whole at once, until
-// suspectSlots have passed.
+// recovered with them fails. Then each contributing peer's partials of the failed signatures get
+// one batch check, and one bad partial drops all the spoiler sent for the duty (no per-partial
+// fallback a peer could use to burn CPU: the checks are counted); the other peers still
+// complete. The spoiler's later messages for the duty are refused unparsed, and it is a suspect:
+// its partials are checked on arrival, and a spoiled message is dropped whole at once, until
+// suspectSlots after the slot of its last spoiled duty.
 func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
-	ids := loadAll(t, 2)
+	ids := loadAll(t, 3)
 	pks := ids[0].Pubkeys()
 	root := phase0.Root{7}
-	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
+	failing := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
+	// The third validator is not in the failing recovery: share 2's partial for it, waiting for
+	// the threshold, must go too.
+	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root, pks[2]: root}
 	key := dutyKey{Slot: 3, Type: dutyAttester}
 	agg := newAggregator(3, ids[0])
 	agg.Expect(key, roots)
 	messageOf := func(i int) []p2p.Partial {
 		return []p2p.Partial{partial(ids[i], pks[0], root), partial(ids[i], pks[1], root)}
 	}
+	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root), partial(ids[1], pks[2], root)} // second signed by share 3
 
-	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
 	if sigs, errs := agg.Add(key, 2, spoiled); len(sigs) != 0 || len(errs) != 0 {
 		t.Fatalf("spoiled batch on arrival: sigs %v errs %v, want it kept unchecked", sigs, errs)
 	}
-	if sigs, errs := agg.Add(key, 1, messageOf(0)); len(sigs) != 0 || len(errs) != 0 {
-		t.Fatalf("share 1: sigs %v errs %v", sigs, errs)
+	if agg.batchChecks.Load() != 0 {
+		t.Fatal("a trusted peer's partials were checked on arrival")
 	}
-	// Share 3's partials complete both validators with share 2's: the recovered batch fails,
-	// share 2's check fails, and its good partial goes with its bad one.
+	if sigs, errs := addOwn(agg, ids[0], key, pks[:3], root); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("own partials: sigs %v errs %v", sigs, errs)
+	}
+	// Share 3's partials complete two validators with share 2's: the recovered batch fails,
+	// share 2's check fails, share 3's passes; share 2's good partials go with its bad one.
 	sigs, errs := agg.Add(key, 3, messageOf(2))
 	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) || !strings.Contains(errs[0].Error(), "share 2 ") {
 		t.Fatalf("share 3: sigs %v errs %v, want one ErrBadBatch naming share 2", sigs, errs)
 	}
-	sigs, errs = agg.Add(key, 4, messageOf(3))
+	// The recovered batch, then one batch per contributing peer (2 and 3), and no bisection.
+	if checks, bisected := agg.batchChecks.Load(), agg.bisected.Load(); checks != 3 || bisected != 0 {
+		t.Fatalf("%d batch checks and %d signatures bisected for one spoiled batch, want 3 and 0", checks, bisected)
+	}
+	if _, errs := agg.Add(key, 2, messageOf(1)); len(errs) != 1 {
+		t.Fatalf("share 2's later message for the duty: errs %v, want it refused", errs)
+	}
+	sigs, errs = agg.Add(key, 4, append(messageOf(3), partial(ids[3], pks[2], root)))
 	if len(sigs) != 2 || len(errs) != 0 {
-		t.Fatalf("share 4: %d signatures, errs %v; want both validators", len(sigs), errs)
+		t.Fatalf("share 4: %d signatures, errs %v; want the two reopened validators only", len(sigs), errs)
 	}
 	for _, s := range sigs {
 		if err := signing.Verify(s.Pubkey[:], root[:], s.Signature[:]); err != nil {
 			t.Fatalf("recovered signature of %#x: %v", s.Pubkey, err)
 		}
 	}
+	// Had share 2's partial of the third validator been kept, share 4's would have completed it.
+	if sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[2], root)}); len(sigs) != 1 || len(errs) != 0 {
+		t.Fatalf("share 3 on the third validator: sigs %v errs %v, want it complete", sigs, errs)
+	}
 
-	// Share 2 is a suspect: its spoiled message of the next duty is refused on arrival.
+	// Share 2 is a suspect: its spoiled message of the next duty is refused on arrival, in one
+	// check, and none of it is kept: shares 1, 3 and 4 complete without it.
 	next := dutyKey{Slot: key.Slot + 1, Type: dutyAttester}
-	agg.Expect(next, roots)
-	if sigs, errs := agg.Add(next, 2, spoiled); len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
+	agg.Expect(next, failing)
+	before := agg.batchChecks.Load()
+	if sigs, errs := agg.Add(next, 2, spoiled[:2]); len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
 		t.Fatalf("suspect's spoiled message: sigs %v errs %v, want one ErrBadBatch at once", sigs, errs)
 	}
-	// A suspect's good partials are checked and count.
-	agg.Add(next, 1, messageOf(0))
-	agg.Add(next, 2, messageOf(1))
+	if checks := agg.batchChecks.Load() - before; checks != 1 {
+		t.Fatalf("suspect's message: %d batch checks, want 1", checks)
+	}
+	addOwn(agg, ids[0], next, pks[:2], root)
+	if sigs, errs := agg.Add(next, 3, messageOf(2)); len(sigs) != 0 || len(errs) != 0 {
+		t.Fatalf("shares 1 and 3: sigs %v errs %v, want none (share 2's spoiled partials not kept)", sigs, errs)
+	}
 	if sigs, errs := agg.Add(next, 4, messageOf(3)); len(sigs) != 2 || len(errs) != 0 {
+		t.Fatalf("shares 1, 3 and 4: %d signatures, errs %v; want 2", len(sigs), errs)
+	}
+	// A suspect's good partials are checked and count.
+	good := dutyKey{Slot: next.Slot + 1, Type: dutyAttester}
+	agg.Expect(good, failing)
+	addOwn(agg, ids[0], good, pks[:2], root)
+	agg.Add(good, 2, messageOf(1))
+	if sigs, errs := agg.Add(good, 4, messageOf(3)); len(sigs) != 2 || len(errs) != 0 {
 		t.Fatalf("suspect's good partials: %d signatures, errs %v; want 2", len(sigs), errs)
 	}
-	// suspectSlots after its last spoiled batch it is trusted again: its partials are kept
-	// unchecked.
-	later := dutyKey{Slot: next.Slot + suspectSlots + 1, Type: dutyAttester}
-	agg.Expect(later, roots)
-	if sigs, errs := agg.Add(later, 2, spoiled); len(sigs) != 0 || len(errs) != 0 {
-		t.Fatalf("%d slots later: sigs %v errs %v, want the message kept unchecked", suspectSlots+1, sigs, errs)
+	// The suspicion lasts up to suspectSlots after the last spoiled duty's slot, inclusive.
+	for _, c := range []struct {
+		slot    phase0.Slot
+		checked bool
+	}{{next.Slot + suspectSlots, true}, {next.Slot + suspectSlots + 1, false}} {
+		k := dutyKey{Slot: c.slot, Type: dutySelection}
+		agg.Expect(k, failing)
+		before := agg.batchChecks.Load()
+		agg.Add(k, 2, messageOf(1))
+		if checked := agg.batchChecks.Load() > before; checked != c.checked {
+			t.Fatalf("slot %d (last spoiled %d): checked on arrival %v, want %v", c.slot, next.Slot, checked, c.checked)
+		}
 	}
 }
 
@@ -222,7 +283,7 @@ func TestAggregator_CancellingPartialsCaught(t *testing.T) {
 		{GroupPubkey: pks[1][:], SigningRoot: root[:], Signature: signing.SerializeForPeer(bad1)},
 	}
 	agg.Add(key, 2, cancelling)
-	agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)})
+	addOwn(agg, ids[0], key, pks[:2], root)
 	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)})
 	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
 		t.Fatalf("cancelling partials: sigs %v errs %v, want none and one ErrBadBatch", sigs, errs)
@@ -261,7 +322,7 @@ func TestAggregator_EarlyPartialsKeptAsSent(t *testing.T) {
 	// Share 1's partials complete both validators with shares 2 and 3; the recovered batch fails
 	// and share 2's whole message goes: had its good partial been kept, share 1 would complete
 	// the first validator.
-	s, e := agg.Add(key, 1, []p2p.Partial{partial(ids[0], pks[0], root), partial(ids[0], pks[1], root)})
+	s, e := addOwn(agg, ids[0], key, pks[:2], root)
 	if len(s) != 0 || len(e) != 1 || !errors.Is(e[0], ErrBadBatch) {
 		t.Fatalf("share 1: %d signatures, errs %v; want none and one ErrBadBatch for share 2", len(s), e)
 	}
@@ -279,11 +340,11 @@ func TestAggregator_AddOwnNeedsNoParsing(t *testing.T) {
 	key := dutyKey{Slot: 2, Type: dutyAttester}
 	agg := newAggregator(3, ids[0])
 	own := signing.SignSameMessageParsed([]*bls.SecretKey{ids[0].Shares[pk]}, root[:])
-	if _, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{pk}, own); len(errs) != 1 {
+	if _, errs := agg.AddOwn(key, []phase0.BLSPubKey{pk}, own); len(errs) != 1 {
 		t.Fatalf("own partials before the duty is expected: errs %v, want one", errs)
 	}
 	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
-	if sigs, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{pk}, own); len(sigs) != 0 || len(errs) != 0 {
+	if sigs, errs := agg.AddOwn(key, []phase0.BLSPubKey{pk}, own); len(sigs) != 0 || len(errs) != 0 {
 		t.Fatalf("own partial alone: %v %v", sigs, errs)
 	}
 	agg.Add(key, 2, []p2p.Partial{partial(ids[1], pk, root)})
@@ -296,7 +357,7 @@ func TestAggregator_AddOwnNeedsNoParsing(t *testing.T) {
 	}
 	// A validator outside the duty is refused.
 	other := phase0.BLSPubKey{1}
-	if _, errs := agg.AddOwn(key, 1, []phase0.BLSPubKey{other}, own); len(errs) != 1 {
+	if _, errs := agg.AddOwn(key, []phase0.BLSPubKey{other}, own); len(errs) != 1 {
 		t.Fatalf("own partial outside the duty: errs %v", errs)
 	}
 }
@@ -335,7 +396,7 @@ func TestAggregator_BadOwnShareDoesNotBlockPeers(t *testing.T) {
 	wrong.SetByCSPRNG()
 	// The first validator's own partial is made with a wrong share, the second's is right.
 	own := signing.SignSameMessageParsed([]*bls.SecretKey{&wrong, ids[0].Shares[pks[1]]}, root[:])
-	if sigs, errs := agg.AddOwn(key, 1, pks, own); len(sigs) != 0 || len(errs) != 0 {
+	if sigs, errs := agg.AddOwn(key, pks, own); len(sigs) != 0 || len(errs) != 0 {
 		t.Fatalf("own partials alone: %v %v", sigs, errs)
 	}
 	agg.Add(key, 2, []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[1], pks[1], root)})

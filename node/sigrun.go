@@ -235,7 +235,7 @@ func (n *Node) sendPartials(ctx context.Context, key dutyKey, items []toSign, lo
 	// this node's on theirs.
 	sent := make(chan error, 1)
 	go func() { sent <- n.ex.Broadcast(ctx, msg) }()
-	sigs, errs := n.agg.AddOwn(key, n.id.ShareIndex, ownPks, ownSigs)
+	sigs, errs := n.agg.AddOwn(key, ownPks, ownSigs)
 	n.handleFull(key, sigs, errs)
 	if err := <-sent; err != nil {
 		// Peers that are down miss our partials; the others can still reach the threshold.
