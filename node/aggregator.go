@@ -39,10 +39,11 @@ const suspectSlots = 64
 // aggregator collects partial signatures per duty and validator and recovers the group
 // signature once threshold partials over the root this node expects are in; no recovered
 // signature leaves it before it verified under its group key. Partials are parsed (on the curve,
-// in G2) as they arrive and checked against the sender's public share optimistically: a correct
-// recovered signature proves nothing wrong was in it, so the peers' own batch checks run only when
-// a recovered batch fails, to find and drop the peer at fault, whose partials are then checked on
-// arrival for suspectSlots. Partials that arrive before this node knows the duty's roots are held
+// in G2) as they arrive and checked against the sender's public share optimistically: a recovered
+// signature that verifies is the validator's one signature whatever the partials were, and one
+// wrong partial always spoils it, so the peers' own batch checks run only when a recovered batch
+// fails, to find and drop the peer at fault, whose partials are then checked on arrival for
+// suspectSlots. Partials that arrive before this node knows the duty's roots are held
 // (bounded) and processed when it does. Safe for concurrent use.
 type aggregator struct {
 	threshold    int
@@ -72,7 +73,6 @@ type dutyState struct {
 	partials map[phase0.BLSPubKey]map[uint64]held // kept partials per validator and share index
 	done     map[phase0.BLSPubKey]bool
 	early    []indexedPartial
-	earlyOf  map[uint64]int  // early partials held per sender
 	dropped  map[uint64]bool // senders whose partials of the duty failed a check
 	// work serialises the processing of the duty's messages: the peers' messages arrive
 	// together, and one at a time the last ones find their validators recovered and skip them
@@ -103,7 +103,7 @@ func (a *aggregator) state(k dutyKey) *dutyState {
 	s, ok := a.duties[k]
 	if !ok {
 		s = &dutyState{partials: map[phase0.BLSPubKey]map[uint64]held{}, done: map[phase0.BLSPubKey]bool{},
-			earlyOf: map[uint64]int{}, dropped: map[uint64]bool{}}
+			dropped: map[uint64]bool{}}
 		a.duties[k] = s
 	}
 	return s
@@ -161,12 +161,18 @@ func (a *aggregator) Add(k dutyKey, from uint64, partials []p2p.Partial) ([]full
 	}
 	if s.roots == nil {
 		// Bounded per sender, so that one peer's flood cannot crowd out the others' partials.
+		kept := 0
+		for _, e := range s.early {
+			if e.from == from {
+				kept++
+			}
+		}
 		for _, p := range partials {
-			if s.earlyOf[from] >= a.maxEarly {
+			if kept >= a.maxEarly {
 				errs = append(errs, fmt.Errorf("%s: too many early partials of share %d, dropped", k, from))
 				break
 			}
-			s.earlyOf[from]++
+			kept++
 			s.early = append(s.early, indexedPartial{from: from, p: p})
 		}
 		a.mu.Unlock()

@@ -31,6 +31,30 @@ func partial(id *Identity, pk phase0.BLSPubKey, root phase0.Root) p2p.Partial {
 	return p2p.Partial{GroupPubkey: pk[:], SigningRoot: root[:], Signature: signing.SerializeForPeer(id.Shares[pk].SignByte(root[:]))}
 }
 
+// partialsOf is share holder id's message for pks, all signing root.
+func partialsOf(id *Identity, pks []phase0.BLSPubKey, root phase0.Root) []p2p.Partial {
+	out := make([]p2p.Partial, len(pks))
+	for i, pk := range pks {
+		out[i] = partial(id, pk, root)
+	}
+	return out
+}
+
+// expectedDuty loads a cluster of the given validators and returns node 1's aggregator, which
+// expects every validator to sign root in duty key.
+func expectedDuty(t *testing.T, validators int, key dutyKey, root phase0.Root) ([]*Identity, []phase0.BLSPubKey, *aggregator) {
+	t.Helper()
+	ids := loadAll(t, validators)
+	pks := ids[0].Pubkeys()
+	roots := make(map[phase0.BLSPubKey]phase0.Root, len(pks))
+	for _, pk := range pks {
+		roots[pk] = root
+	}
+	agg := newAggregator(3, ids[0])
+	agg.Expect(key, roots)
+	return ids, pks, agg
+}
+
 // addOwn signs root for pks with id's shares and adds them as its own partials, as sendPartials
 // does.
 func addOwn(agg *aggregator, id *Identity, key dutyKey, pks []phase0.BLSPubKey, root phase0.Root) ([]fullSig, []error) {
@@ -88,12 +112,10 @@ func TestAggregator_RecoversFromAnyThreePartials(t *testing.T) {
 }
 
 func TestAggregator_RefusesBadPartials(t *testing.T) {
-	ids := loadAll(t, 1)
-	pk := ids[0].Pubkeys()[0]
 	root := phase0.Root{9}
 	key := dutyKey{Slot: 1, Type: dutyAttester}
-	agg := newAggregator(3, ids[0])
-	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	ids, pks, agg := expectedDuty(t, 1, key, root)
+	pk := pks[0]
 	good := partial(ids[1], pk, root)
 	otherRoot := partial(ids[1], pk, phase0.Root{8})
 	cases := map[string]struct {
@@ -157,19 +179,13 @@ func TestAggregator_EarlyPartialsBounded(t *testing.T) {
 // its partials are checked on arrival, and a spoiled message is dropped whole at once, until
 // suspectSlots after the slot of its last spoiled duty.
 func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
-	ids := loadAll(t, 3)
-	pks := ids[0].Pubkeys()
-	root := phase0.Root{7}
-	failing := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
 	// The third validator is not in the failing recovery: share 2's partial for it, waiting for
 	// the threshold, must go too.
-	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root, pks[2]: root}
+	root := phase0.Root{7}
 	key := dutyKey{Slot: 3, Type: dutyAttester}
-	agg := newAggregator(3, ids[0])
-	agg.Expect(key, roots)
-	messageOf := func(i int) []p2p.Partial {
-		return []p2p.Partial{partial(ids[i], pks[0], root), partial(ids[i], pks[1], root)}
-	}
+	ids, pks, agg := expectedDuty(t, 3, key, root)
+	failing := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
+	messageOf := func(i int) []p2p.Partial { return partialsOf(ids[i], pks[:2], root) }
 	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root), partial(ids[1], pks[2], root)} // second signed by share 3
 
 	if sigs, errs := agg.Add(key, 2, spoiled); len(sigs) != 0 || len(errs) != 0 {
@@ -254,12 +270,9 @@ func TestAggregator_SpoiledBatchDroppedWhole(t *testing.T) {
 // with them are each wrong; the randomised checks catch both the recovered signatures and the
 // peer's batch, its partials are dropped, and the other peers complete both validators.
 func TestAggregator_CancellingPartialsCaught(t *testing.T) {
-	ids := loadAll(t, 2)
-	pks := ids[0].Pubkeys()
 	root := phase0.Root{5, 5}
 	key := dutyKey{Slot: 9, Type: dutyAttester}
-	agg := newAggregator(3, ids[0])
-	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root})
+	ids, pks, agg := expectedDuty(t, 2, key, root)
 
 	e := bls.HashAndMapToSignature([]byte("the error term"))
 	var s0, s1 bls.G2
@@ -284,11 +297,11 @@ func TestAggregator_CancellingPartialsCaught(t *testing.T) {
 	}
 	agg.Add(key, 2, cancelling)
 	addOwn(agg, ids[0], key, pks[:2], root)
-	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)})
+	sigs, errs := agg.Add(key, 3, partialsOf(ids[2], pks[:2], root))
 	if len(sigs) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBadBatch) {
 		t.Fatalf("cancelling partials: sigs %v errs %v, want none and one ErrBadBatch", sigs, errs)
 	}
-	sigs, errs = agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)})
+	sigs, errs = agg.Add(key, 4, partialsOf(ids[3], pks[:2], root))
 	if len(sigs) != 2 || len(errs) != 0 {
 		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(sigs), errs)
 	}
@@ -310,7 +323,7 @@ func TestAggregator_EarlyPartialsKeptAsSent(t *testing.T) {
 	key := dutyKey{Slot: 4, Type: dutyAttester}
 	agg := newAggregator(3, ids[0])
 	spoiled := []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[2], pks[1], root)} // second signed by share 3
-	good := []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)}
+	good := partialsOf(ids[2], pks[:2], root)
 	for from, ps := range map[uint64][]p2p.Partial{2: spoiled, 3: good} {
 		if sigs, errs := agg.Add(key, from, ps); len(sigs) != 0 || len(errs) != 0 {
 			t.Fatalf("early partials: %v %v", sigs, errs)
@@ -326,7 +339,7 @@ func TestAggregator_EarlyPartialsKeptAsSent(t *testing.T) {
 	if len(s) != 0 || len(e) != 1 || !errors.Is(e[0], ErrBadBatch) {
 		t.Fatalf("share 1: %d signatures, errs %v; want none and one ErrBadBatch for share 2", len(s), e)
 	}
-	if s, e := agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)}); len(s) != 2 || len(e) != 0 {
+	if s, e := agg.Add(key, 4, partialsOf(ids[3], pks[:2], root)); len(s) != 2 || len(e) != 0 {
 		t.Fatalf("share 4: %d signatures, errs %v; want 2", len(s), e)
 	}
 }
@@ -365,12 +378,10 @@ func TestAggregator_AddOwnNeedsNoParsing(t *testing.T) {
 // TestAggregator_DuplicatePartialInMessage: a validator's second partial in one message is
 // refused without parsing; the first still counts.
 func TestAggregator_DuplicatePartialInMessage(t *testing.T) {
-	ids := loadAll(t, 1)
-	pk := ids[0].Pubkeys()[0]
 	root := phase0.Root{3}
 	key := dutyKey{Slot: 2, Type: dutyAttester}
-	agg := newAggregator(3, ids[0])
-	agg.Expect(key, map[phase0.BLSPubKey]phase0.Root{pk: root})
+	ids, pks, agg := expectedDuty(t, 1, key, root)
+	pk := pks[0]
 	p := partial(ids[1], pk, root)
 	if sigs, errs := agg.Add(key, 2, []p2p.Partial{p, p}); len(sigs) != 0 || len(errs) != 1 {
 		t.Fatalf("duplicate: sigs %v errs %v, want one refusal", sigs, errs)
@@ -385,13 +396,9 @@ func TestAggregator_DuplicatePartialInMessage(t *testing.T) {
 // own share (a corrupt key file) spoils the first recovery. The own partial is then dropped
 // and the validator reopened, and the peers' verified partials still recover the signature.
 func TestAggregator_BadOwnShareDoesNotBlockPeers(t *testing.T) {
-	ids := loadAll(t, 2)
-	pks := ids[0].Pubkeys()
 	root := phase0.Root{7, 7}
 	key := dutyKey{Slot: 3, Type: dutyAttester}
-	agg := newAggregator(3, ids[0])
-	roots := map[phase0.BLSPubKey]phase0.Root{pks[0]: root, pks[1]: root}
-	agg.Expect(key, roots)
+	ids, pks, agg := expectedDuty(t, 2, key, root)
 	var wrong bls.SecretKey
 	wrong.SetByCSPRNG()
 	// The first validator's own partial is made with a wrong share, the second's is right.
@@ -399,8 +406,8 @@ func TestAggregator_BadOwnShareDoesNotBlockPeers(t *testing.T) {
 	if sigs, errs := agg.AddOwn(key, pks, own); len(sigs) != 0 || len(errs) != 0 {
 		t.Fatalf("own partials alone: %v %v", sigs, errs)
 	}
-	agg.Add(key, 2, []p2p.Partial{partial(ids[1], pks[0], root), partial(ids[1], pks[1], root)})
-	sigs, errs := agg.Add(key, 3, []p2p.Partial{partial(ids[2], pks[0], root), partial(ids[2], pks[1], root)})
+	agg.Add(key, 2, partialsOf(ids[1], pks[:2], root))
+	sigs, errs := agg.Add(key, 3, partialsOf(ids[2], pks[:2], root))
 	if len(sigs) != 1 || sigs[0].Pubkey != pks[1] {
 		t.Fatalf("share 3: sigs %v, want only the second validator's", sigs)
 	}
@@ -408,7 +415,7 @@ func TestAggregator_BadOwnShareDoesNotBlockPeers(t *testing.T) {
 		t.Fatalf("share 3: errs %v, want one ErrOwnShare", errs)
 	}
 	// The fourth share's partial completes the first validator without this node's.
-	sigs, errs = agg.Add(key, 4, []p2p.Partial{partial(ids[3], pks[0], root), partial(ids[3], pks[1], root)})
+	sigs, errs = agg.Add(key, 4, partialsOf(ids[3], pks[:2], root))
 	if len(sigs) != 1 || sigs[0].Pubkey != pks[0] || len(errs) != 0 {
 		t.Fatalf("share 4: sigs %v errs %v, want the first validator's signature", sigs, errs)
 	}
