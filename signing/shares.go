@@ -94,22 +94,22 @@ func RecoverParsed(partials map[uint64]*bls.Sign, threshold int) (*bls.Sign, err
 	for idx := range partials {
 		keys[idx] = nil
 	}
-	ids, idxs, err := pickIDs(keys, threshold)
+	_, idxs, err := pickIDs(keys, threshold)
 	if err != nil {
 		return nil, err
 	}
-	sigs := make([]bls.Sign, len(idxs))
+	points := make([]*bls.G2, len(idxs))
 	for i, idx := range idxs {
 		if partials[idx] == nil {
 			return nil, fmt.Errorf("partial of share %d is empty", idx)
 		}
-		sigs[i] = *partials[idx]
+		points[i] = bls.CastFromSign(partials[idx])
 	}
-	var full bls.Sign
-	if err := full.Recover(sigs, ids); err != nil {
+	ip, err := interpolationFor(idxs)
+	if err != nil {
 		return nil, fmt.Errorf("recover signature: %w", err)
 	}
-	return &full, nil
+	return bls.CastToSign(ip.at(points)), nil
 }
 
 // RecoverPublicKey interpolates the group public key from public shares keyed by share index.
