@@ -247,6 +247,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := n.startNetwork(slotDuration); err != nil {
 		return err
 	}
+	defer n.ex.Wait() // after the host's close, which ends the streams still closing
 	defer n.host.Close()
 	defer func() {
 		if err := n.cons.Shutdown(); err != nil {

@@ -71,6 +71,32 @@ func TestExchange_DeliversBetweenClusterPeers(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("message not delivered")
 	}
+	// Broadcast returns once the message is written; its stream's close goes on in the
+	// background. Every message of a run of them still arrives, and Wait sees the closes end.
+	const more = 20
+	for i := range more {
+		want.Slot = uint64(100 + i)
+		if err := ex.Broadcast(context.Background(), want); err != nil {
+			t.Fatalf("broadcast %d: %v", i, err)
+		}
+	}
+	seen := map[uint64]bool{}
+	for len(seen) < more {
+		select {
+		case m := <-got:
+			<-from
+			seen[m.Slot] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d messages delivered", len(seen), more)
+		}
+	}
+	waited := make(chan struct{})
+	go func() { ex.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("streams of past broadcasts still closing after 5 s")
+	}
 }
 
 func TestHost_RefusesPeerNotInLock(t *testing.T) {
