@@ -37,6 +37,7 @@ type benchOpts struct {
 	monitoringBase    int
 	p2pBase           int
 	cpuProfile        string
+	heapProfiles      string
 	keepEpochs        uint64
 }
 
@@ -69,6 +70,7 @@ peak RSS and the Go heap live after GC (first and last sample, and the maximum).
 	f.IntVar(&o.p2pBase, "p2p-base-port", 3710, "libp2p port of node 1; node i uses base+i-1")
 	f.Uint64Var(&o.keepEpochs, "slashing-keep-epochs", 0, "the nodes' --slashing-keep-epochs (0: their default); a small value makes pruning run during the bench (every keep/4 epochs)")
 	f.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of node 1 over the middle of the run to this file (go tool pprof -top FILE)")
+	f.StringVar(&o.heapProfiles, "heap-profiles", "", "write every node's heap profile (after a GC) to this directory at each heap sample, as node<i>-slot<s>.pb.gz: go tool pprof -base an early one a late one shows what grew")
 	return cmd
 }
 
@@ -141,7 +143,29 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 		// Profile the middle half of the run, away from start-up.
 		go profileNode(out, nodes[0], genesis.Add(time.Duration(o.slots)*slotDur/4), time.Duration(o.slots)*slotDur/2, o.cpuProfile)
 	}
-	next := time.Now()
+	if o.heapProfiles != "" {
+		if err := os.MkdirAll(o.heapProfiles, 0o755); err != nil {
+			return fmt.Errorf("heap profile directory: %w", err)
+		}
+	}
+	sample := func() {
+		slot := uint64(max(0, time.Since(genesis)/slotDur))
+		for i, n := range nodes {
+			samples.collect(n)
+			if h, err := scrapeGauge(n.monitoring, "dvmesh_go_heap_live_bytes"); err == nil {
+				heaps[i] = append(heaps[i], h)
+			}
+			if o.heapProfiles != "" {
+				path := filepath.Join(o.heapProfiles, fmt.Sprintf("node%d-slot%04d.pb.gz", n.index, slot))
+				if err := fetchToFile(fmt.Sprintf("http://%s/debug/pprof/heap?gc=1", n.monitoring), path, 30*time.Second); err != nil {
+					fmt.Fprintf(out, "heap profile: %v\n", err)
+				}
+			}
+		}
+	}
+	// Sample in the middle of a slot, between the attestations (after its start) and the
+	// aggregations (at two thirds): scraping at a slot's start would compete with its duties.
+	next := genesis.Add(slotDur * 9 / 20)
 	for time.Now().Before(end) {
 		select {
 		case <-ctx.Done():
@@ -150,19 +174,9 @@ func runBench(ctx context.Context, out io.Writer, o benchOpts) error {
 		}
 		// The trackers keep 64 slots: collect well within that.
 		next = next.Add(heapEverySlots * slotDur)
-		for i, n := range nodes {
-			samples.collect(n)
-			if h, err := scrapeGauge(n.monitoring, "dvmesh_go_heap_live_bytes"); err == nil {
-				heaps[i] = append(heaps[i], h)
-			}
-		}
+		sample()
 	}
-	for i, n := range nodes {
-		samples.collect(n)
-		if h, err := scrapeGauge(n.monitoring, "dvmesh_go_heap_live_bytes"); err == nil {
-			heaps[i] = append(heaps[i], h)
-		}
-	}
+	sample()
 	cpu1 := make([]float64, len(nodes))
 	rss := make([]float64, len(nodes))
 	for i, n := range nodes {
@@ -423,22 +437,32 @@ func scrapeGauge(monitoring, name string) (float64, error) {
 func profileNode(out io.Writer, n *localNode, at time.Time, d time.Duration, path string) {
 	time.Sleep(time.Until(at))
 	secs := max(1, int(d.Seconds()))
-	c := http.Client{Timeout: d + 30*time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.monitoring, secs))
-	if err != nil {
-		fmt.Fprintf(out, "CPU profile: %v\n", err)
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintf(out, "CPU profile: %v\n", err)
-		return
-	}
-	defer f.Close()
-	if _, err := io.Copy(f, resp.Body); err != nil {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", n.monitoring, secs)
+	if err := fetchToFile(url, path, d+30*time.Second); err != nil {
 		fmt.Fprintf(out, "CPU profile: %v\n", err)
 		return
 	}
 	fmt.Fprintf(out, "CPU profile of node %d over %ds written to %s\n", n.index, secs, path)
+}
+
+// fetchToFile writes the body of a GET of url to path.
+func fetchToFile(url, path string, timeout time.Duration) error {
+	c := http.Client{Timeout: timeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
