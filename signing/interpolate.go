@@ -1,10 +1,10 @@
 package signing
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/big"
 	"math/bits"
-	"strings"
 	"sync"
 
 	"github.com/herumi/bls-eth-go-binary/bls"
@@ -23,8 +23,16 @@ import (
 
 // interpolation is the Lagrange interpolation at 0 over one set of share indices.
 type interpolation struct {
-	nums   []*big.Int // N_j, signed, in the order of the indices
-	denInv *bls.Fr    // D^-1 mod r; nil when D = 1
+	terms  []term  // one per index, in the order of the indices
+	denInv *bls.Fr // D^-1 mod r; nil when D = 1
+}
+
+// term is one numerator N_j: its magnitude and sign when it fits in 64 bits (always, for share
+// indices of real clusters), else its value mod r.
+type term struct {
+	mag uint64
+	neg bool
+	fr  *bls.Fr // non-nil when |N_j| does not fit in 64 bits
 }
 
 // maxCachedInterpolations bounds the cache: a cluster uses at most C(n, t) index sets, so this
@@ -38,13 +46,13 @@ var interpolations struct {
 
 // interpolationFor returns the interpolation over idxs (distinct, non-zero), cached.
 func interpolationFor(idxs []uint64) (*interpolation, error) {
-	var key strings.Builder
+	key := make([]byte, 0, 8*len(idxs))
 	for _, x := range idxs {
-		fmt.Fprintf(&key, "%d,", x)
+		key = binary.BigEndian.AppendUint64(key, x)
 	}
 	interpolations.Lock()
 	defer interpolations.Unlock()
-	if ip, ok := interpolations.m[key.String()]; ok {
+	if ip, ok := interpolations.m[string(key)]; ok {
 		return ip, nil
 	}
 	ip, err := newInterpolation(idxs)
@@ -55,7 +63,7 @@ func interpolationFor(idxs []uint64) (*interpolation, error) {
 		interpolations.m = map[string]*interpolation{}
 	}
 	if len(interpolations.m) < maxCachedInterpolations {
-		interpolations.m[key.String()] = ip
+		interpolations.m[string(key)] = ip
 	}
 	return ip, nil
 }
@@ -94,9 +102,14 @@ func newInterpolation(idxs []uint64) (*interpolation, error) {
 		// lcm = lcm * den / gcd(lcm, den)
 		lcm.Mul(lcm, new(big.Int).Quo(den, new(big.Int).GCD(nil, nil, lcm, den)))
 	}
-	ip := &interpolation{nums: make([]*big.Int, len(idxs))}
+	ip := &interpolation{terms: make([]term, len(idxs))}
 	for j, f := range fracs {
-		ip.nums[j] = new(big.Int).Mul(f.num, new(big.Int).Quo(lcm, f.den))
+		n := new(big.Int).Mul(f.num, new(big.Int).Quo(lcm, f.den))
+		if abs := new(big.Int).Abs(n); abs.IsUint64() {
+			ip.terms[j] = term{mag: abs.Uint64(), neg: n.Sign() < 0}
+		} else {
+			ip.terms[j] = term{fr: frFromBig(n)}
+		}
 	}
 	if lcm.Cmp(big.NewInt(1)) != 0 {
 		inv := new(big.Int).ModInverse(lcm, curveOrder)
@@ -122,19 +135,18 @@ func frFromBig(v *big.Int) *bls.Fr {
 
 // at returns sum_j lambda_j * points[j], the value at 0. points are in the order of the indices.
 func (ip *interpolation) at(points []*bls.G2) *bls.G2 {
-	var acc, term bls.G2
+	var acc, p bls.G2
 	acc.Clear()
-	for j, p := range points {
-		n := ip.nums[j]
-		if abs := new(big.Int).Abs(n); abs.IsUint64() {
-			mulUint64(&term, p, abs.Uint64())
-			if n.Sign() < 0 {
-				bls.G2Neg(&term, &term)
-			}
+	for j, t := range ip.terms {
+		if t.fr != nil {
+			bls.G2Mul(&p, points[j], t.fr)
 		} else {
-			bls.G2Mul(&term, p, frFromBig(n))
+			mulUint64(&p, points[j], t.mag)
+			if t.neg {
+				bls.G2Neg(&p, &p)
+			}
 		}
-		bls.G2Add(&acc, &acc, &term)
+		bls.G2Add(&acc, &acc, &p)
 	}
 	if ip.denInv != nil {
 		bls.G2Mul(&acc, &acc, ip.denInv)

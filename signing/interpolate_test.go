@@ -147,9 +147,13 @@ func TestInterpolation_ThreeOfFour(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for j, n := range ip.nums {
-			if !n.IsInt64() || n.Int64() != c.nums[j] {
-				t.Errorf("%v: N_%d = %v, want %d", c.idxs, c.idxs[j], n, c.nums[j])
+		for j, term := range ip.terms {
+			got := int64(term.mag)
+			if term.neg {
+				got = -got
+			}
+			if term.fr != nil || got != c.nums[j] {
+				t.Errorf("%v: N_%d = %+v, want %d", c.idxs, c.idxs[j], term, c.nums[j])
 			}
 		}
 		if (ip.denInv == nil) != c.denOne {

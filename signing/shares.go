@@ -90,11 +90,7 @@ func RecoverSignature(partials map[uint64][]byte, threshold int) ([]byte, error)
 // deserialising a G2 point costs about as much as verifying a batch share of it, so a node that
 // parsed the partials to verify them recovers from the parsed points.
 func RecoverParsed(partials map[uint64]*bls.Sign, threshold int) (*bls.Sign, error) {
-	keys := make(map[uint64][]byte, len(partials))
-	for idx := range partials {
-		keys[idx] = nil
-	}
-	_, idxs, err := pickIDs(keys, threshold)
+	idxs, err := lowestIndices(partials, threshold)
 	if err != nil {
 		return nil, err
 	}
@@ -162,18 +158,10 @@ func RecoverSecretKey(shares map[uint64]*bls.SecretKey, threshold int) (*bls.Sec
 
 // pickIDs returns the evaluation points of the threshold lowest share indices in m.
 func pickIDs(m map[uint64][]byte, threshold int) ([]bls.ID, []uint64, error) {
-	if threshold < 1 {
-		return nil, nil, fmt.Errorf("%w: %d", ErrThreshold, threshold)
+	idxs, err := lowestIndices(m, threshold)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(m) < threshold {
-		return nil, nil, fmt.Errorf("%w: have %d shares, need %d", ErrThreshold, len(m), threshold)
-	}
-	idxs := make([]uint64, 0, len(m))
-	for idx := range m {
-		idxs = append(idxs, idx)
-	}
-	slices.Sort(idxs)
-	idxs = idxs[:threshold]
 	ids := make([]bls.ID, threshold)
 	for i, idx := range idxs {
 		id, err := shareID(idx)
@@ -183,4 +171,20 @@ func pickIDs(m map[uint64][]byte, threshold int) ([]bls.ID, []uint64, error) {
 		ids[i] = id
 	}
 	return ids, idxs, nil
+}
+
+// lowestIndices returns the threshold lowest share indices of m, in increasing order.
+func lowestIndices[V any](m map[uint64]V, threshold int) ([]uint64, error) {
+	if threshold < 1 {
+		return nil, fmt.Errorf("%w: %d", ErrThreshold, threshold)
+	}
+	if len(m) < threshold {
+		return nil, fmt.Errorf("%w: have %d shares, need %d", ErrThreshold, len(m), threshold)
+	}
+	idxs := make([]uint64, 0, len(m))
+	for idx := range m {
+		idxs = append(idxs, idx)
+	}
+	slices.Sort(idxs)
+	return idxs[:threshold], nil
 }
