@@ -16,10 +16,11 @@ import (
 // are integers N_j of a few bits (for a 3-of-4 cluster N = (3,-3,1), (2,-2,1) or (6,-8,3), and
 // (8,-6,1) with D = 3). sum_j N_j * p_j then costs a handful of point doublings and additions
 // instead of t full scalar multiplications, and D^-1 (when D != 1) one more multiplication.
-// herumi's Recover computes the lambda_j as field elements and multiplies by them: 0.42 ms per
-// 3-of-4 signature here, most of a 1,000-validator duty's recovery cost. The coefficients are
-// public (they depend on the share indices only) and so are the points, so variable-time
-// arithmetic leaks nothing.
+// herumi's Recover computes the lambda_j as field elements and multiplies by them: about 130 us
+// per 3-of-4 signature here, against 15 us (D = 1) and 101 us (D = 3) this way. The coefficients
+// are public (they depend on the share indices only) and so are the points, so variable-time
+// arithmetic leaks nothing. N_j * D^-1 equals lambda_j mod r, so the result is right for points
+// of order r: callers pass subgroup-checked partials.
 
 // interpolation is the Lagrange interpolation at 0 over one set of share indices.
 type interpolation struct {
@@ -35,8 +36,9 @@ type term struct {
 	fr  *bls.Fr // non-nil when |N_j| does not fit in 64 bits
 }
 
-// maxCachedInterpolations bounds the cache: a cluster uses at most C(n, t) index sets, so this
-// only stops an unbounded growth, were indices ever to come from elsewhere.
+// maxCachedInterpolations bounds the cache: a cluster uses at most C(n, t) index sets (recovery
+// takes the lowest t indices present, so in practice far fewer), so this only stops an unbounded
+// growth. Sets beyond it are computed on every call, still correctly.
 const maxCachedInterpolations = 4096
 
 var interpolations struct {

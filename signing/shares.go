@@ -97,7 +97,7 @@ func RecoverParsed(partials map[uint64]*bls.Sign, threshold int) (*bls.Sign, err
 	points := make([]*bls.G2, len(idxs))
 	for i, idx := range idxs {
 		if partials[idx] == nil {
-			return nil, fmt.Errorf("partial of share %d is empty", idx)
+			return nil, fmt.Errorf("%w: partial of share %d is empty", ErrBadSignature, idx)
 		}
 		points[i] = bls.CastFromSign(partials[idx])
 	}
