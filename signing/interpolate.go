@@ -78,20 +78,20 @@ func newInterpolation(idxs []uint64) (*interpolation, error) {
 	fracs := make([]frac, len(idxs))
 	lcm := big.NewInt(1)
 	for j, xj := range idxs {
+		if xj == 0 {
+			return nil, fmt.Errorf("%w: share index 0", ErrBadShareID)
+		}
 		num, den := big.NewInt(1), big.NewInt(1)
 		for m, xm := range idxs {
 			if m == j {
 				continue
 			}
-			if xm == xj || xm == 0 {
-				return nil, fmt.Errorf("%w: share indices %v are not distinct and non-zero", ErrBadShareID, idxs)
+			if xm == xj {
+				return nil, fmt.Errorf("%w: share index %d appears twice in %v", ErrBadShareID, xj, idxs)
 			}
 			bm := new(big.Int).SetUint64(xm)
 			num.Mul(num, bm)
 			den.Mul(den, bm.Sub(bm, new(big.Int).SetUint64(xj)))
-		}
-		if xj == 0 {
-			return nil, fmt.Errorf("%w: share index 0", ErrBadShareID)
 		}
 		if den.Sign() < 0 {
 			num.Neg(num)

@@ -134,11 +134,7 @@ func RecoverPublicKey(shares map[uint64][]byte, threshold int) ([]byte, error) {
 // whole: the caller must check the result's public key against the group key (a wrong share
 // yields another key, not an error) and keep it from ever signing beside the cluster.
 func RecoverSecretKey(shares map[uint64]*bls.SecretKey, threshold int) (*bls.SecretKey, error) {
-	m := make(map[uint64][]byte, len(shares))
-	for idx := range shares {
-		m[idx] = nil
-	}
-	ids, idxs, err := pickIDs(m, threshold)
+	ids, idxs, err := pickIDs(shares, threshold)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +153,7 @@ func RecoverSecretKey(shares map[uint64]*bls.SecretKey, threshold int) (*bls.Sec
 }
 
 // pickIDs returns the evaluation points of the threshold lowest share indices in m.
-func pickIDs(m map[uint64][]byte, threshold int) ([]bls.ID, []uint64, error) {
+func pickIDs[V any](m map[uint64]V, threshold int) ([]bls.ID, []uint64, error) {
 	idxs, err := lowestIndices(m, threshold)
 	if err != nil {
 		return nil, nil, err
