@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -185,5 +186,78 @@ func TestAwaitFollowsTheDecision(t *testing.T) {
 	defer cancel2()
 	if _, err := c.nodes[follower].Await(short, Duty{Slot: 4, Type: "aggregator"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Await of an undecided duty: %v", err)
+	}
+}
+
+// TestProposeLazyFetchesOnlyOnTheLeader: with ProposeLazy only the leader builds a value (the
+// followers' fetch functions are never called); a failed fetch is retried while it leads; and
+// when no value is ever fetched the error returned carries the fetch error.
+func TestProposeLazyFetchesOnlyOnTheLeader(t *testing.T) {
+	c := newCluster(t, 3)
+	leader := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	errBeacon := errors.New("beacon node down")
+
+	// lazyAll has every node propose lazily; failFirst[i] fetch calls of node i fail.
+	lazyAll := func(duty Duty, failFirst map[int]int) (got map[int][]byte, calls map[int]int) {
+		var (
+			mu sync.Mutex
+			wg sync.WaitGroup
+		)
+		got, calls = map[int][]byte{}, map[int]int{}
+		for i, n := range c.nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				v, err := n.ProposeLazy(ctx, duty, func(context.Context) ([]byte, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					calls[i]++
+					if calls[i] <= failFirst[i] {
+						return nil, errBeacon
+					}
+					return []byte(fmt.Sprintf("value-%d-%s", i, duty)), nil
+				})
+				if err != nil {
+					t.Errorf("node %d: %v", i, err)
+					return
+				}
+				mu.Lock()
+				got[i] = v
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return got, calls
+	}
+
+	duty := Duty{Slot: 1, Type: "proposer"}
+	got, calls := lazyAll(duty, nil)
+	want := fmt.Sprintf("value-%d-%s", leader, duty)
+	if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
+		t.Fatalf("decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
+	}
+	if calls[leader] != 1 || len(calls) != 1 {
+		t.Fatalf("fetch calls per node %v, want one, on the leader (node %d)", calls, leader)
+	}
+
+	duty = Duty{Slot: 2, Type: "proposer"}
+	got, calls = lazyAll(duty, map[int]int{leader: 1})
+	want = fmt.Sprintf("value-%d-%s", leader, duty)
+	if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
+		t.Fatalf("after a failed fetch: decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
+	}
+	if calls[leader] != 2 || len(calls) != 1 {
+		t.Fatalf("after a failed fetch: fetch calls per node %v, want two on the leader (node %d)", calls, leader)
+	}
+
+	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel2()
+	_, err := c.nodes[leader].ProposeLazy(short, Duty{Slot: 3, Type: "proposer"}, func(context.Context) ([]byte, error) {
+		return nil, errBeacon
+	})
+	if !errors.Is(err, errBeacon) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ProposeLazy with every fetch failing: %v, want the fetch error and the deadline", err)
 	}
 }

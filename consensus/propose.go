@@ -25,13 +25,46 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 	if err != nil {
 		return nil, fmt.Errorf("propose %s: %w", duty, err)
 	}
+	return n.propose(ctx, duty, entry, nil)
+}
+
+// ProposeLazy is Propose for a value that is costly to build (a block):
+// fetch is called only while this node is Raft leader and nothing is decided
+// yet, once per term of its leadership, so followers leave their beacon nodes
+// alone and only the leader's value is built. A failed fetch is retried once
+// per recheck period (the heartbeat timeout) while this node leads; meanwhile
+// a value decided by another leader is taken, and if none is decided the last
+// fetch error is joined to the error returned. fetch runs on the calling
+// goroutine.
+func (n *Node) ProposeLazy(ctx context.Context, duty Duty, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
+	return n.propose(ctx, duty, nil, func(ctx context.Context) ([]byte, error) {
+		value, err := fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return encodeEntry(duty, value)
+	})
+}
+
+// propose is the loop of Propose and ProposeLazy: entry is the encoded value,
+// or nil until fetchEntry (called as leader) produces it.
+func (n *Node) propose(ctx context.Context, duty Duty, entry []byte, fetchEntry func(context.Context) ([]byte, error)) ([]byte, error) {
 	decided := n.fsm.wait(duty)
 	var (
 		appliedTerm uint64      // term of this call's last Apply; 0 = none
+		fetchedTerm uint64      // term of this call's last fetch; 0 = none
+		fetchErr    error       // the last fetch's error
 		applyDone   <-chan bool // non-nil while an Apply is being enqueued
 		recheck     = time.NewTimer(n.recheck)
+		err         error
 	)
 	defer recheck.Stop()
+	fail := func(err error) ([]byte, error) {
+		if fetchErr != nil {
+			err = fmt.Errorf("%w (own value: %w)", err, fetchErr)
+		}
+		return nil, fmt.Errorf("propose %s: %w", duty, err)
+	}
 	for {
 		if v, ok, expired := n.fsm.get(duty); ok {
 			if appliedTerm != 0 {
@@ -39,14 +72,22 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 			}
 			return slices.Clone(v), nil
 		} else if expired {
-			return nil, fmt.Errorf("propose %s: %w", duty, ErrExpired)
+			return fail(ErrExpired)
 		}
 		changed := n.leaderChanged()
 		if applyDone == nil && n.raft.State() == raft.Leader {
-			if term := n.raft.CurrentTerm(); term != appliedTerm {
+			term := n.raft.CurrentTerm()
+			if entry == nil && fetchEntry != nil && term != fetchedTerm {
+				// Fetch, then look for a decision again before applying.
+				fetchedTerm = term
+				if entry, fetchErr = fetchEntry(ctx); fetchErr == nil {
+					continue
+				}
+			}
+			if entry != nil && term != appliedTerm {
 				appliedTerm = term
 				if applyDone, err = n.startApply(ctx, entry); err != nil {
-					return nil, fmt.Errorf("propose %s: %w", duty, err)
+					return fail(err)
 				}
 			}
 		}
@@ -55,9 +96,9 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 		recheck.Reset(n.recheck)
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("propose %s: %w", duty, ctx.Err())
+			return fail(ctx.Err())
 		case <-n.done:
-			return nil, fmt.Errorf("propose %s: %w", duty, ErrShutdown)
+			return fail(ErrShutdown)
 		case <-decided:
 			// Re-arm: normally the duty is now decided or expired and the
 			// loop returns; this only guards against a busy loop.
@@ -69,6 +110,9 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 				appliedTerm = 0 // not enqueued: try again if still leader
 			}
 		case <-recheck.C:
+			if fetchErr != nil {
+				fetchedTerm = 0 // a failed fetch is retried once per recheck period
+			}
 		}
 	}
 }
