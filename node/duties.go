@@ -17,7 +17,13 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	chain := n.chain
 	epoch := chain.EpochOf(slot)
 	n.ensureDuties(ctx, epoch)
-	n.ensureDuties(ctx, epoch+1)
+	// The next slot's selection proofs need its duties: in an epoch's last slot these are the
+	// next epoch's, normally fetched during the epoch already.
+	n.ensureDuties(ctx, chain.EpochOf(slot+1))
+	// Otherwise the next epoch's duties are fetched after this slot's duties have started: in an
+	// epoch's first slot, their three beacon calls delayed every duty of the slot (by 150 ms on
+	// the devnet, where the proposer's block then reached the beacon node later too).
+	defer n.ensureDuties(ctx, epoch+1)
 	if uint64(slot)%chain.SlotsPerEpoch == chain.SlotsPerEpoch/2 && pruneDue(epoch, n.cfg.SlashingKeepEpochs) {
 		n.prune(epoch)
 	}
@@ -63,6 +69,18 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 					n.runSelections(ctx, s, due)
 				}
 			})
+		}
+		// The RANDAO reveals of the proposers too, so that a proposal starts with its block.
+		if props := n.proposerDutiesAt(s); len(props) > 0 {
+			if r, created := n.revealsFor(s); created {
+				spawn(dutyRandao, chain.SlotStart(s+1), func(ctx context.Context) {
+					if sleepUntil(ctx, begin) {
+						n.signReveals(ctx, r, s, props)
+					} else {
+						r.finish(nil, ctx.Err())
+					}
+				})
+			}
 		}
 		if members := n.syncDutiesOf(chain.EpochOf(s)); len(members) > 0 {
 			spawn(dutySyncSelection, chain.SlotStart(s+1), func(ctx context.Context) {
@@ -166,19 +184,23 @@ func (n *Node) ensureDuties(ctx context.Context, epoch phase0.Epoch) {
 		n.duties[epoch] = ed
 	}
 	need := *ed
+	for e := range n.duties {
+		if e+2 < epoch {
+			delete(n.duties, e)
+		}
+	}
+	if need.haveAtt && need.haveProp && need.haveSync {
+		n.mu.Unlock()
+		return
+	}
 	indices := make([]phase0.ValidatorIndex, 0, len(n.indices))
 	byIndex := map[phase0.ValidatorIndex]phase0.BLSPubKey{}
 	for pk, idx := range n.indices {
 		indices = append(indices, idx)
 		byIndex[idx] = pk
 	}
-	for e := range n.duties {
-		if e+2 < epoch {
-			delete(n.duties, e)
-		}
-	}
 	n.mu.Unlock()
-	if len(indices) == 0 || (need.haveAtt && need.haveProp && need.haveSync) {
+	if len(indices) == 0 {
 		return
 	}
 	fctx, cancel := context.WithTimeout(ctx, n.chain.SlotDuration/2)
@@ -276,6 +298,11 @@ func (n *Node) trimRuns(before phase0.Slot) {
 	for k := range n.started {
 		if k.Slot < before {
 			delete(n.started, k)
+		}
+	}
+	for slot := range n.reveals {
+		if slot < before {
+			delete(n.reveals, slot)
 		}
 	}
 }

@@ -171,6 +171,7 @@ type Node struct {
 	heads         *headTracker
 	runs          map[dutyKey]*sigRun
 	selections    map[dutyKey]map[phase0.BLSPubKey]selection
+	reveals       map[phase0.Slot]*randaoReveals
 	started       map[dutyKey]bool
 	registrations []*api.VersionedSignedValidatorRegistration // combined once, submitted every epoch
 	firstSlot     atomic.Bool
@@ -225,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 		heads:      newHeadTracker(),
 		runs:       map[dutyKey]*sigRun{},
 		selections: map[dutyKey]map[phase0.BLSPubKey]selection{},
+		reveals:    map[phase0.Slot]*randaoReveals{},
 		started:    map[dutyKey]bool{},
 		tracker:    newTracker(id.ShareIndex), ring: newDutyRing(defaultDutyRingSize),
 		exits: exits, gate: newSignGate(), doppelgangers: map[phase0.BLSPubKey]bool{}, fatal: make(chan error, 1),

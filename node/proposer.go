@@ -66,14 +66,14 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 		return
 	}
 	epoch := n.chain.EpochOf(slot)
-	randaoRoot, err := n.signingRoot(signing.DomainRandao, epoch, sszUint64(epoch))
-	if err != nil {
-		d.fail(StepFetch, ReasonInternal, err)
-		return
+	// The reveal is normally being signed since half a slot before this one (startSlot); a
+	// proposer not known then signs it now.
+	r, created := n.revealsFor(slot)
+	if created {
+		n.signReveals(ctx, r, slot, []*proposerDuty{duty})
 	}
-	reveals, err := n.thresholdSign(ctx, dutyKey{Slot: slot, Type: dutyRandao}, map[phase0.BLSPubKey]phase0.Root{duty.Pubkey: randaoRoot}, d.log)
-	reveal, ok := reveals[duty.Pubkey]
-	if err != nil || !ok {
+	reveal, err := r.wait(ctx, duty.Pubkey)
+	if err != nil {
 		d.fail(StepFetch, failureReason(err), fmt.Errorf("RANDAO reveal: %w", err))
 		return
 	}
@@ -84,12 +84,15 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 	if settings.Builder {
 		boost = &settings.BuilderBoostFactor
 	}
-	var value []byte
-	proposal, err := n.beacon.Proposal(ctx, slot, reveal, graffiti, boost)
-	if err == nil {
-		value, err = encodeProposal(proposal)
-	}
-	decidedBytes, ok := n.agree(ctx, d, value, err)
+	// Only the Raft leader's block can be decided, so only the leader asks its beacon node for
+	// one: four concurrent block builds on one beacon node run one after another.
+	decidedBytes, ok := n.agreeLazy(ctx, d, func(ctx context.Context) ([]byte, error) {
+		proposal, err := n.beacon.Proposal(ctx, slot, reveal, graffiti, boost)
+		if err != nil {
+			return nil, err
+		}
+		return encodeProposal(proposal)
+	})
 	if !ok {
 		return
 	}
@@ -143,6 +146,66 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 		return
 	}
 	d.submit([]phase0.BLSPubKey{duty.Pubkey}, func() error { return n.submitProposal(ctx, decided, sig) })
+}
+
+// randaoReveals are the threshold-signed RANDAO reveals of one slot's proposers: one run per
+// slot (the peers sign the same set at the same time), awaited by each proposal of the slot.
+type randaoReveals struct {
+	done    chan struct{}
+	reveals map[phase0.BLSPubKey]phase0.BLSSignature
+	err     error
+}
+
+// revealsFor returns slot's reveals, and whether this call created them (the caller must then
+// sign them with signReveals, or finish them).
+func (n *Node) revealsFor(slot phase0.Slot) (r *randaoReveals, created bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r, ok := n.reveals[slot]; ok {
+		return r, false
+	}
+	r = &randaoReveals{done: make(chan struct{})}
+	n.reveals[slot] = r
+	return r, true
+}
+
+// signReveals threshold-signs the RANDAO reveals (the proposal epoch, under the RANDAO domain)
+// of slot's proposers and finishes r with them.
+func (n *Node) signReveals(ctx context.Context, r *randaoReveals, slot phase0.Slot, proposers []*proposerDuty) {
+	epoch := n.chain.EpochOf(slot)
+	root, err := n.signingRoot(signing.DomainRandao, epoch, sszUint64(epoch))
+	if err != nil {
+		r.finish(nil, err)
+		return
+	}
+	roots := make(map[phase0.BLSPubKey]phase0.Root, len(proposers))
+	for _, p := range proposers {
+		roots[p.Pubkey] = root
+	}
+	log := n.log.With("slot", slot, "duty", dutyRandao, "validators", len(roots))
+	r.finish(n.thresholdSign(ctx, dutyKey{Slot: slot, Type: dutyRandao}, roots, log))
+}
+
+func (r *randaoReveals) finish(reveals map[phase0.BLSPubKey]phase0.BLSSignature, err error) {
+	r.reveals, r.err = reveals, err
+	close(r.done)
+}
+
+// wait returns pk's reveal once the slot's reveals are signed. A proposer that was not known when
+// the slot's signing started (its duty changed in between) has none.
+func (r *randaoReveals) wait(ctx context.Context, pk phase0.BLSPubKey) (phase0.BLSSignature, error) {
+	select {
+	case <-ctx.Done():
+		return phase0.BLSSignature{}, ctx.Err()
+	case <-r.done:
+	}
+	if reveal, ok := r.reveals[pk]; ok {
+		return reveal, nil
+	}
+	if r.err != nil {
+		return phase0.BLSSignature{}, r.err
+	}
+	return phase0.BLSSignature{}, fmt.Errorf("no reveal for %#x: it was not the slot's proposer when the reveals were signed", pk)
 }
 
 // signingRoot is compute_signing_root(obj, domain of domainType at epoch).

@@ -368,3 +368,30 @@ func (n *Node) agree(ctx context.Context, d *dutyExec, value []byte, fetchErr er
 	d.step(StepConsensus)
 	return decided, true
 }
+
+// agreeLazy is agree for a value only the leader builds (a block): fetch runs only while this
+// node leads the Raft group (see consensus.ProposeLazy), and on a follower the fetch step is
+// never recorded.
+func (n *Node) agreeLazy(ctx context.Context, d *dutyExec, fetch func(context.Context) ([]byte, error)) (decided []byte, ok bool) {
+	duty := consensus.Duty{Slot: uint64(d.key.Slot), Type: d.key.Type}
+	var fetchErr error
+	decided, err := n.cons.ProposeLazy(ctx, duty, func(ctx context.Context) ([]byte, error) {
+		value, err := fetch(ctx)
+		if fetchErr = err; err != nil {
+			d.log.Info("Own value not fetched; waiting for the cluster's decision", "err", err)
+			return nil, err
+		}
+		d.step(StepFetch)
+		return value, nil
+	})
+	switch {
+	case err != nil && fetchErr != nil:
+		d.fail(StepFetch, beaconReason(fetchErr), err)
+		return nil, false
+	case err != nil:
+		d.fail(StepConsensus, ReasonNoConsensus, err)
+		return nil, false
+	}
+	d.step(StepConsensus)
+	return decided, true
+}

@@ -16,9 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/attestantio/go-eth2-client/api"
+	apiv1 "github.com/attestantio/go-eth2-client/api/v1"
 	"github.com/attestantio/go-eth2-client/spec/phase0"
 
 	"github.com/dvmesh/dvmesh/lock"
@@ -252,12 +255,49 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 		t.Skip("runs a cluster for ~25 s")
 	}
 	c := newClusterNet(t, 4, true, 0) // blinded blocks: the process-level run-local test covers full ones
-	c.start(nil)
+	var productions atomic.Int64
+	c.start(func(b node.Beacon) node.Beacon {
+		return &loadedBeacon{Beacon: b, productions: &productions, dutyDelay: slowDuties}
+	})
 	genesis := c.waitReadyAndStart()
 	const epochs = 3
 	waitSlotsEnded(genesis, epochs*testSlotsPerEpoch)
 	st := c.sim.Stats()
+	var recs []node.DutyRecord
+	for _, m := range c.monitoring {
+		recs = append(recs, duties(t, m)...)
+	}
 	c.stop()
+	// Only the Raft leader builds a block: four nodes asking one beacon node each would have it
+	// build four, one after another (Prysm did, on the devnet). A leader change may add one.
+	if got, want := productions.Load(), int64(st.Duties["proposer"].Valid); got > want+1 {
+		t.Errorf("%d block productions for %d proposals: followers asked for blocks too", got, want)
+	}
+	// A proposal starts with its RANDAO reveal signed already (half a slot before): a threshold
+	// round there takes milliseconds (a signature, a peer round trip, a pairing check).
+	early, proposals := 0, 0
+	for _, r := range recs {
+		if at := stepTimes(r); r.Type == "proposer" && r.Result == "success" && r.Slot > 0 {
+			proposals++
+			if at["randao"]-at[node.StepStart] <= 1 {
+				early++
+			}
+		}
+	}
+	if proposals == 0 || early < proposals*3/4 {
+		t.Errorf("%d of %d proposals had their RANDAO reveal at their start, want nearly all", early, proposals)
+	}
+	// The next epoch's duties are fetched after the slot's duties have started: in an epoch's
+	// first slot, their slow beacon calls used to hold every duty of the slot back. A proposal
+	// starts at once (the other duties wait for the head block or their time in the slot).
+	for _, r := range recs {
+		if r.Slot%testSlotsPerEpoch != 0 || r.Slot == 0 || r.Type != "proposer" {
+			continue
+		}
+		if at, ok := stepTimes(r)[node.StepStart]; !ok || time.Duration(at)*time.Millisecond >= slowDuties {
+			t.Errorf("node %d's proposal of slot %d (an epoch's first) started %d ms into the slot, after the next epoch's duty calls", r.Node, r.Slot, at)
+		}
+	}
 	if st.Totals.Wrong != 0 {
 		t.Fatalf("%d wrong submissions: %+v", st.Totals.Wrong, st.RecentFailures)
 	}
@@ -279,6 +319,56 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 	if r := st.Duties["registration"]; r.Invalid != 0 || r.Valid == 0 {
 		t.Errorf("registration: %+v", r)
 	}
+}
+
+// stepTimes maps a duty record's steps to their times (ms after the slot's start).
+func stepTimes(r node.DutyRecord) map[string]int64 {
+	at := make(map[string]int64, len(r.Steps))
+	for _, st := range r.Steps {
+		at[st.Step] = st.AtMs
+	}
+	return at
+}
+
+// slowDuties is how long loadedBeacon takes to answer a duty request for a later epoch.
+const slowDuties = testSlot / 6
+
+// loadedBeacon is a busy beacon node: it counts block productions, and duty requests for a
+// later epoch than the current one take dutyDelay each.
+type loadedBeacon struct {
+	node.Beacon
+	productions *atomic.Int64
+	dutyDelay   time.Duration
+}
+
+func (b *loadedBeacon) Proposal(ctx context.Context, slot phase0.Slot, randao phase0.BLSSignature, graffiti [32]byte, boost *uint64) (*api.VersionedProposal, error) {
+	b.productions.Add(1)
+	return b.Beacon.Proposal(ctx, slot, randao, graffiti, boost)
+}
+
+// slow waits dutyDelay when epoch is after the head's.
+func (b *loadedBeacon) slow(ctx context.Context, epoch phase0.Epoch) {
+	if head, err := b.HeadSlot(ctx); err == nil && uint64(epoch) > uint64(head)/testSlotsPerEpoch {
+		select {
+		case <-ctx.Done():
+		case <-time.After(b.dutyDelay):
+		}
+	}
+}
+
+func (b *loadedBeacon) AttesterDuties(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) ([]*apiv1.AttesterDuty, error) {
+	b.slow(ctx, epoch)
+	return b.Beacon.AttesterDuties(ctx, epoch, indices)
+}
+
+func (b *loadedBeacon) ProposerDuties(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) ([]*apiv1.ProposerDuty, error) {
+	b.slow(ctx, epoch)
+	return b.Beacon.ProposerDuties(ctx, epoch, indices)
+}
+
+func (b *loadedBeacon) SyncCommitteeDuties(ctx context.Context, epoch phase0.Epoch, indices []phase0.ValidatorIndex) ([]*apiv1.SyncCommitteeDuty, error) {
+	b.slow(ctx, epoch)
+	return b.Beacon.SyncCommitteeDuties(ctx, epoch, indices)
 }
 
 // lyingBeacon returns attestation data with a far-future target in epoch 1 and a source beyond
