@@ -401,7 +401,7 @@ func run(ctx context.Context, o options) (int, error) {
 			for _, s := range events.at(slot) {
 				if s.Block.Proposer == v {
 					imported = true
-					arrivals = append(arrivals, fmt.Sprintf("slot %d validator %d %q +%dms", slot, v, s.Block.Graffiti, s.Arrival.Milliseconds()))
+					arrivals = append(arrivals, fmt.Sprintf("slot %d validator %d %q +%dms%s", slot, v, s.Block.Graffiti, s.Arrival.Milliseconds(), proposalSteps(records, slot)))
 					if !strings.HasPrefix(s.Block.Graffiti, "dvmesh") {
 						propOtherGraffiti++
 					}
@@ -708,6 +708,38 @@ func collectRecords(nodes []*dnode, into map[string]node.DutyRecord, mu *sync.Mu
 		}
 		mu.Unlock()
 	}
+}
+
+// proposalSteps is the step timeline of the first node to submit slot's block (milliseconds
+// after the slot's start), so that a late block's arrival line shows where its time went.
+func proposalSteps(records map[string]node.DutyRecord, slot uint64) string {
+	var first *node.DutyRecord
+	at := func(r *node.DutyRecord) int64 {
+		for _, st := range r.Steps {
+			if st.Step == node.StepSubmitted {
+				return st.AtMs
+			}
+		}
+		return -1
+	}
+	for _, r := range records {
+		if r.Slot != slot || r.Type != "proposer" || at(&r) < 0 {
+			continue
+		}
+		if first == nil || at(&r) < at(first) {
+			first = &r
+		}
+	}
+	if first == nil {
+		return ""
+	}
+	steps := make([]string, 0, len(first.Steps))
+	for _, st := range first.Steps {
+		if st.Step != node.StepStart {
+			steps = append(steps, fmt.Sprintf("%s %d", st.Step, st.AtMs))
+		}
+	}
+	return fmt.Sprintf(" (node %d: %s)", first.Node, strings.Join(steps, ", "))
 }
 
 // countRecords counts node idx's attester records in epoch: successful ones that sent partials,
