@@ -232,24 +232,41 @@ func TestProposeLazyFetchesOnlyOnTheLeader(t *testing.T) {
 		return got, calls
 	}
 
-	duty := Duty{Slot: 1, Type: "proposer"}
-	got, calls := lazyAll(duty, nil)
-	want := fmt.Sprintf("value-%d-%s", leader, duty)
-	if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
-		t.Fatalf("decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
+	// stable reports whether the leader kept its term over a round: an election on a loaded
+	// machine would let another node fetch, which is right, but not what is counted here.
+	term := func() uint64 { _, t, _ := c.nodes[leader].State(); return t }
+	stable := func(before uint64) bool {
+		if after := term(); after != before {
+			t.Logf("term %d -> %d during the round: fetch counts not checked", before, after)
+			return false
+		}
+		return true
 	}
-	if calls[leader] != 1 || len(calls) != 1 {
-		t.Fatalf("fetch calls per node %v, want one, on the leader (node %d)", calls, leader)
+
+	duty := Duty{Slot: 1, Type: "proposer"}
+	before := term()
+	got, calls := lazyAll(duty, nil)
+	if stable(before) {
+		want := fmt.Sprintf("value-%d-%s", leader, duty)
+		if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
+			t.Fatalf("decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
+		}
+		if calls[leader] != 1 || len(calls) != 1 {
+			t.Fatalf("fetch calls per node %v, want one, on the leader (node %d)", calls, leader)
+		}
 	}
 
 	duty = Duty{Slot: 2, Type: "proposer"}
+	before = term()
 	got, calls = lazyAll(duty, map[int]int{leader: 1})
-	want = fmt.Sprintf("value-%d-%s", leader, duty)
-	if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
-		t.Fatalf("after a failed fetch: decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
-	}
-	if calls[leader] != 2 || len(calls) != 1 {
-		t.Fatalf("after a failed fetch: fetch calls per node %v, want two on the leader (node %d)", calls, leader)
+	if stable(before) {
+		want := fmt.Sprintf("value-%d-%s", leader, duty)
+		if v := sameValue(t, duty, got, 3); string(v) != want || len(got) != 3 {
+			t.Fatalf("after a failed fetch: decided %q on %d nodes, want the leader's %q on 3", v, len(got), want)
+		}
+		if calls[leader] != 2 || len(calls) != 1 {
+			t.Fatalf("after a failed fetch: fetch calls per node %v, want two on the leader (node %d)", calls, leader)
+		}
 	}
 
 	short, cancel2 := context.WithTimeout(context.Background(), 300*time.Millisecond)

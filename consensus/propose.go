@@ -35,7 +35,9 @@ func (n *Node) Propose(ctx context.Context, duty Duty, value []byte) ([]byte, er
 // per recheck period (the heartbeat timeout) while this node leads; meanwhile
 // a value decided by another leader is taken, and if none is decided the last
 // fetch error is joined to the error returned. fetch runs on the calling
-// goroutine.
+// goroutine. The price: a node that becomes leader mid-duty (its predecessor
+// failed) fetches only then, so that duty is decided one fetch later than
+// with Propose.
 func (n *Node) ProposeLazy(ctx context.Context, duty Duty, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
 	return n.propose(ctx, duty, nil, func(ctx context.Context) ([]byte, error) {
 		value, err := fetch(ctx)

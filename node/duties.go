@@ -17,9 +17,11 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 	chain := n.chain
 	epoch := chain.EpochOf(slot)
 	n.ensureDuties(ctx, epoch)
-	// The next slot's selection proofs need its duties: in an epoch's last slot these are the
-	// next epoch's, normally fetched during the epoch already.
-	n.ensureDuties(ctx, chain.EpochOf(slot+1))
+	// The next slot's selection proofs and RANDAO reveals need its duties: in an epoch's last
+	// slot these are the next epoch's, normally fetched during the epoch already.
+	if next := chain.EpochOf(slot + 1); next != epoch {
+		n.ensureDuties(ctx, next)
+	}
 	// Otherwise the next epoch's duties are fetched after this slot's duties have started: in an
 	// epoch's first slot, their three beacon calls delayed every duty of the slot (by 150 ms on
 	// the devnet, where the proposer's block then reached the beacon node later too).
@@ -72,10 +74,10 @@ func (n *Node) startSlot(ctx context.Context, wg *sync.WaitGroup, slot phase0.Sl
 		}
 		// The RANDAO reveals of the proposers too, so that a proposal starts with its block.
 		if props := n.proposerDutiesAt(s); len(props) > 0 {
-			if r, created := n.revealsFor(s); created {
+			if r, created := n.revealsFor(s, props); created {
 				spawn(dutyRandao, chain.SlotStart(s+1), func(ctx context.Context) {
 					if sleepUntil(ctx, begin) {
-						n.signReveals(ctx, r, s, props)
+						n.signReveals(ctx, r, s, dutyRandao)
 					} else {
 						r.finish(nil, ctx.Err())
 					}

@@ -66,11 +66,15 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 		return
 	}
 	epoch := n.chain.EpochOf(slot)
-	// The reveal is normally being signed since half a slot before this one (startSlot); a
-	// proposer not known then signs it now.
-	r, created := n.revealsFor(slot)
+	// The reveal is normally being signed since half a slot before this one (startSlot). If
+	// nobody started the slot's reveals, they are signed now; a proposer that was not among them
+	// (its duty changed since, after a reorg) is signed now under its own duty type.
+	r, created := n.revealsFor(slot, []*proposerDuty{duty})
 	if created {
-		n.signReveals(ctx, r, slot, []*proposerDuty{duty})
+		n.signReveals(ctx, r, slot, dutyRandao)
+	} else if !r.has(duty.Pubkey) {
+		r = newRandaoReveals([]*proposerDuty{duty})
+		n.signReveals(ctx, r, slot, dutyRandaoLate)
 	}
 	reveal, err := r.wait(ctx, duty.Pubkey)
 	if err != nil {
@@ -151,39 +155,54 @@ func (n *Node) runProposer(ctx context.Context, duty *proposerDuty) {
 // randaoReveals are the threshold-signed RANDAO reveals of one slot's proposers: one run per
 // slot (the peers sign the same set at the same time), awaited by each proposal of the slot.
 type randaoReveals struct {
-	done    chan struct{}
-	reveals map[phase0.BLSPubKey]phase0.BLSSignature
-	err     error
+	proposers []*proposerDuty // fixed at creation
+	done      chan struct{}
+	reveals   map[phase0.BLSPubKey]phase0.BLSSignature
+	err       error
 }
 
-// revealsFor returns slot's reveals, and whether this call created them (the caller must then
-// sign them with signReveals, or finish them).
-func (n *Node) revealsFor(slot phase0.Slot) (r *randaoReveals, created bool) {
+func newRandaoReveals(proposers []*proposerDuty) *randaoReveals {
+	return &randaoReveals{proposers: proposers, done: make(chan struct{})}
+}
+
+// revealsFor returns slot's reveals, and whether this call created them for proposers (the
+// caller must then sign them with signReveals, or finish them).
+func (n *Node) revealsFor(slot phase0.Slot, proposers []*proposerDuty) (r *randaoReveals, created bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if r, ok := n.reveals[slot]; ok {
 		return r, false
 	}
-	r = &randaoReveals{done: make(chan struct{})}
+	r = newRandaoReveals(proposers)
 	n.reveals[slot] = r
 	return r, true
 }
 
+// has reports whether pk is one of the proposers r is signed for.
+func (r *randaoReveals) has(pk phase0.BLSPubKey) bool {
+	for _, p := range r.proposers {
+		if p.Pubkey == pk {
+			return true
+		}
+	}
+	return false
+}
+
 // signReveals threshold-signs the RANDAO reveals (the proposal epoch, under the RANDAO domain)
-// of slot's proposers and finishes r with them.
-func (n *Node) signReveals(ctx context.Context, r *randaoReveals, slot phase0.Slot, proposers []*proposerDuty) {
+// of r's proposers as duty dutyType of slot, and finishes r with them.
+func (n *Node) signReveals(ctx context.Context, r *randaoReveals, slot phase0.Slot, dutyType string) {
 	epoch := n.chain.EpochOf(slot)
 	root, err := n.signingRoot(signing.DomainRandao, epoch, sszUint64(epoch))
 	if err != nil {
 		r.finish(nil, err)
 		return
 	}
-	roots := make(map[phase0.BLSPubKey]phase0.Root, len(proposers))
-	for _, p := range proposers {
+	roots := make(map[phase0.BLSPubKey]phase0.Root, len(r.proposers))
+	for _, p := range r.proposers {
 		roots[p.Pubkey] = root
 	}
-	log := n.log.With("slot", slot, "duty", dutyRandao, "validators", len(roots))
-	r.finish(n.thresholdSign(ctx, dutyKey{Slot: slot, Type: dutyRandao}, roots, log))
+	log := n.log.With("slot", slot, "duty", dutyType, "validators", len(roots))
+	r.finish(n.thresholdSign(ctx, dutyKey{Slot: slot, Type: dutyType}, roots, log))
 }
 
 func (r *randaoReveals) finish(reveals map[phase0.BLSPubKey]phase0.BLSSignature, err error) {
@@ -191,8 +210,7 @@ func (r *randaoReveals) finish(reveals map[phase0.BLSPubKey]phase0.BLSSignature,
 	close(r.done)
 }
 
-// wait returns pk's reveal once the slot's reveals are signed. A proposer that was not known when
-// the slot's signing started (its duty changed in between) has none.
+// wait returns pk's reveal, one of r's proposers, once r is signed.
 func (r *randaoReveals) wait(ctx context.Context, pk phase0.BLSPubKey) (phase0.BLSSignature, error) {
 	select {
 	case <-ctx.Done():
@@ -205,7 +223,7 @@ func (r *randaoReveals) wait(ctx context.Context, pk phase0.BLSPubKey) (phase0.B
 	if r.err != nil {
 		return phase0.BLSSignature{}, r.err
 	}
-	return phase0.BLSSignature{}, fmt.Errorf("no reveal for %#x: it was not the slot's proposer when the reveals were signed", pk)
+	return phase0.BLSSignature{}, fmt.Errorf("%w: no RANDAO reveal for %#x", ErrInsufficientPartials, pk)
 }
 
 // signingRoot is compute_signing_root(obj, domain of domainType at epoch).

@@ -26,8 +26,9 @@ const (
 	dutyAttester      = "attester"
 	dutyProposer      = "proposer"
 	dutyRandao        = "randao"
-	dutySelection     = "selection"  // attestation aggregation selection proofs
-	dutyAggregator    = "aggregator" // aggregate-and-proofs
+	dutyRandaoLate    = "randao_late" // a proposer not known when the slot's reveals were signed ahead
+	dutySelection     = "selection"   // attestation aggregation selection proofs
+	dutyAggregator    = "aggregator"  // aggregate-and-proofs
 	dutySyncMessage   = "sync_message"
 	dutySyncSelection = "sync_selection" // one duty per subcommittee: "sync_selection/<k>"
 	dutySyncContrib   = "sync_contribution"
@@ -44,7 +45,7 @@ func syncSelectionType(k uint64) string { return fmt.Sprintf("%s/%d", dutySyncSe
 // knownDutyType tells duty types this node signs for from anything a peer may send.
 func knownDutyType(t string) bool {
 	switch t {
-	case dutyAttester, dutyProposer, dutyRandao, dutySelection, dutyAggregator, dutySyncMessage, dutySyncContrib, dutyRegistration:
+	case dutyAttester, dutyProposer, dutyRandao, dutyRandaoLate, dutySelection, dutyAggregator, dutySyncMessage, dutySyncContrib, dutyRegistration:
 		return true
 	}
 	for _, prefix := range []string{dutySyncSelection + "/", dutySyncContrib + "/"} {
