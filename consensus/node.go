@@ -1,9 +1,10 @@
 // Package consensus agrees on one value per duty with a single Raft group
 // spanning the cluster's nodes.
 //
-// Every node proposes its own value for a duty; only the current leader
-// appends it to the Raft log, and the replicated state machine keeps the
-// FIRST committed value per duty, ignoring later ones. Raft tolerates crashed
+// Every node proposes its own value for a duty (or, with ProposeLazy, builds
+// one only while it leads); only the current leader appends it to the Raft
+// log, and the replicated state machine keeps the FIRST committed value per
+// duty, ignoring later ones. Raft tolerates crashed
 // nodes, not lying ones: callers must validate decided values before acting
 // on them.
 package consensus
