@@ -50,3 +50,28 @@ func BenchmarkSign(b *testing.B) {
 		})
 	}
 }
+
+// The constant-time multiplication (called through cgo, bypassing the binding) gives the
+// binding's variable-time result, for random scalars and the edge cases 0, 1 and r-1.
+func TestG2MulCT_MatchesG2Mul(t *testing.T) {
+	h := bls.HashAndMapToSignature([]byte("ct"))
+	var scalars []bls.Fr
+	for _, v := range []int64{0, 1, -1} {
+		var fr bls.Fr
+		fr.SetInt64(v)
+		scalars = append(scalars, fr)
+	}
+	for range 8 {
+		var fr bls.Fr
+		fr.SetByCSPRNG()
+		scalars = append(scalars, fr)
+	}
+	for i := range scalars {
+		var want, got bls.G2
+		bls.G2Mul(&want, bls.CastFromSign(h), &scalars[i])
+		g2MulCT(&got, bls.CastFromSign(h), &scalars[i])
+		if !got.IsEqual(&want) {
+			t.Fatalf("scalar %s: constant-time product differs", scalars[i].GetString(10))
+		}
+	}
+}
