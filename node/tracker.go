@@ -69,6 +69,16 @@ type DutyRecord struct {
 	Steps      []StepTime `json:"steps"`
 }
 
+// StepAt returns when step first finished, in milliseconds after the duty's slot started.
+func (r *DutyRecord) StepAt(step string) (ms int64, ok bool) {
+	for _, st := range r.Steps {
+		if st.Step == step {
+			return st.AtMs, true
+		}
+	}
+	return 0, false
+}
+
 // trackerProtocol shares finished duty records with the peers for the cluster-wide view.
 const trackerProtocol = "/dvmesh/tracker/1.0.0"
 

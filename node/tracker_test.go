@@ -82,3 +82,13 @@ func TestTracker_ReasonMapping(t *testing.T) {
 		}
 	}
 }
+
+func TestDutyRecord_StepAt(t *testing.T) {
+	r := DutyRecord{Steps: []StepTime{{Step: StepStart, AtMs: 2}, {Step: StepSubmitting, AtMs: 40}, {Step: StepSubmitting, AtMs: 90}}}
+	if at, ok := r.StepAt(StepSubmitting); !ok || at != 40 {
+		t.Fatalf("StepAt(submitting) = %d, %v; want the first, 40", at, ok)
+	}
+	if _, ok := r.StepAt(StepSent); ok {
+		t.Fatal("StepAt of a step the record lacks reported it")
+	}
+}

@@ -277,9 +277,10 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 	// round there takes milliseconds (a signature, a peer round trip, a pairing check).
 	early, proposals := 0, 0
 	for _, r := range recs {
-		if at := stepTimes(r); r.Type == "proposer" && r.Result == "success" && r.Slot > 0 {
+		if r.Type == "proposer" && r.Result == "success" && r.Slot > 0 {
 			proposals++
-			if at["randao"]-at[node.StepStart] <= 1 {
+			start, _ := r.StepAt(node.StepStart)
+			if reveal, ok := r.StepAt("randao"); ok && reveal-start <= 1 {
 				early++
 			}
 		}
@@ -294,7 +295,7 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 		if r.Slot%testSlotsPerEpoch != 0 || r.Slot == 0 || r.Type != "proposer" {
 			continue
 		}
-		if at, ok := stepTimes(r)[node.StepStart]; !ok || time.Duration(at)*time.Millisecond >= slowDuties {
+		if at, ok := r.StepAt(node.StepStart); !ok || time.Duration(at)*time.Millisecond >= slowDuties {
 			t.Errorf("node %d's proposal of slot %d (an epoch's first) started %d ms into the slot, after the next epoch's duty calls", r.Node, r.Slot, at)
 		}
 	}
@@ -319,15 +320,6 @@ func TestCluster_EveryDutyLands(t *testing.T) {
 	if r := st.Duties["registration"]; r.Invalid != 0 || r.Valid == 0 {
 		t.Errorf("registration: %+v", r)
 	}
-}
-
-// stepTimes maps a duty record's steps to their times (ms after the slot's start).
-func stepTimes(r node.DutyRecord) map[string]int64 {
-	at := make(map[string]int64, len(r.Steps))
-	for _, st := range r.Steps {
-		at[st.Step] = st.AtMs
-	}
-	return at
 }
 
 // slowDuties is how long loadedBeacon takes to answer a duty request for a later epoch (three

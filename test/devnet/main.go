@@ -718,21 +718,17 @@ func collectRecords(nodes []*dnode, into map[string]node.DutyRecord, mu *sync.Mu
 // proposalSteps is the step timeline of the first node to submit slot's block (milliseconds
 // after the slot's start), so that a late block's arrival line shows where its time went.
 func proposalSteps(records map[string]node.DutyRecord, slot uint64) string {
-	var first *node.DutyRecord
-	at := func(r *node.DutyRecord) int64 {
-		for _, st := range r.Steps {
-			if st.Step == node.StepSubmitted {
-				return st.AtMs
-			}
-		}
-		return -1
-	}
+	var (
+		first   *node.DutyRecord
+		firstAt int64
+	)
 	for _, r := range records {
-		if r.Slot != slot || r.Type != "proposer" || at(&r) < 0 {
+		at, ok := r.StepAt(node.StepSubmitted)
+		if r.Slot != slot || r.Type != "proposer" || !ok {
 			continue
 		}
-		if first == nil || at(&r) < at(first) {
-			first = &r
+		if first == nil || at < firstAt {
+			first, firstAt = &r, at
 		}
 	}
 	if first == nil {
@@ -760,11 +756,7 @@ func countRecords(records map[string]node.DutyRecord, idx, epoch, spe int) (ok, 
 			continue
 		}
 		all++
-		sent := false
-		for _, s := range r.Steps {
-			sent = sent || s.Step == node.StepSent
-		}
-		if r.Result == "success" && sent {
+		if _, sent := r.StepAt(node.StepSent); r.Result == "success" && sent {
 			ok++
 		}
 	}
